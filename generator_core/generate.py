@@ -1,0 +1,104 @@
+"""(spec, index) -> Sample: pick the operators, then wire, solve, render and validate,
+moving to the next attempt of the same index when an attempt is rejected."""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+
+from generator_core.graph import wire
+from generator_core.ops import OPERATORS, Operator
+from generator_core.render import graph_id, render_program
+from generator_core.sample import Sample
+from generator_core.solve import DTYPE_BYTES, INDEX_BYTES, Limits, solve_graph
+from generator_core.spec import GenerationSpec
+from generator_core.validate import validate_program
+
+MAX_ATTEMPTS = 8
+COMBINATION_DRAWS = 64
+
+
+class GenerationError(RuntimeError):
+    """No valid sample for this index within MAX_ATTEMPTS; says why each attempt failed."""
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from any parts; stable across processes (unlike hash())."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def combination(spec: GenerationSpec, index: int) -> list[Operator]:
+    """Level 0 cycles the pool by index, level 1 walks all ordered pairs, levels 2-4 draw
+    from (seed, index), preferring draws that can reach the FLOPs window."""
+    if spec.op_sequence:
+        return [OPERATORS[n] for n in spec.op_sequence]
+    pool = [OPERATORS[n] for n in spec.pool()]
+    n = len(pool)
+    if spec.level == 0:
+        return [pool[index % n]]
+    if spec.level == 1:
+        return [pool[(index // n) % n], pool[index % n]]
+    rng = random.Random(derive_seed(spec.seed, index, "ops"))
+    fallback = None
+    for _ in range(COMBINATION_DRAWS):
+        ops = [rng.choice(pool) for _ in range(spec.num_ops)]
+        if sum(op.min_flops() for op in ops) > spec.max_flops:
+            continue
+        fallback = fallback or ops
+        if reachable_estimate(ops, spec) >= spec.min_flops:
+            return ops
+    # No draw reaches the floor (e.g. a pool of cheap operators): keep one that fits the
+    # ceiling; solving will relax the floor and flag it.
+    return fallback or [min(pool, key=lambda op: op.min_flops())] * spec.num_ops
+
+
+def reachable_estimate(ops: list[Operator], spec: GenerationSpec) -> int:
+    """Roughly the most FLOPs these operators reach under the caps. Operators with a bounded
+    cost per element share the program's element budget (max_total_bytes) with the other
+    tensors; the rest (matmul, conv, pool) scale with their reduction length or window."""
+    budget = spec.max_total_bytes // DTYPE_BYTES[spec.dtype]
+    light = [op for op in ops if not op.flops_per_element_bound]
+    heavy = sum(op.max_flops(spec.max_tensor_numel) for op in ops if op.flops_per_element_bound)
+    per_tensor = min(spec.max_tensor_numel, budget // (len(ops) + 1))
+    return heavy + sum(op.flops_per_element for op in light) * per_tensor
+
+
+def generate(spec: GenerationSpec, index: int, *, device: str = "cpu") -> Sample:
+    ops = combination(spec, index)
+    limits = Limits(spec.min_flops, spec.max_flops, spec.max_tensor_numel, spec.max_total_bytes, spec.dtype)
+    failures: list[str] = []
+    for attempt in range(MAX_ATTEMPTS):
+        seed = derive_seed(spec.seed, index, attempt)
+        graph = wire(ops, random.Random(seed), spec.topology)
+        solution = solve_graph(graph, limits, seed % 2**31)
+        if solution is None:
+            failures.append(f"attempt {attempt}: no solution")
+            continue
+        program = render_program(graph, solution.values, spec.dtype, spec.format)
+        validation = None
+        if spec.validate_samples:
+            verdict = validate_program(program.code, program.output_shapes, fmt=spec.format,
+                                       device=device, seed=seed)
+            if verdict.reason is not None:
+                failures.append(f"attempt {attempt}: {verdict.reason}")
+                continue
+            validation = verdict.validation
+        flops_by_op = [sum(t.value(solution.values) for t in node.op.flops(node)) for node in graph.nodes]
+        return Sample(
+            pytorch=program.code, difficulty=spec.difficulty,
+            id=graph_id(program.graph_json, spec.dtype), level=spec.difficulty, index=index,
+            seed=spec.seed, ops=[op.name for op in ops], format=spec.format, dtype=spec.dtype,
+            topology=spec.topology, flops=solution.flops, flops_by_op=flops_by_op,
+            min_flops=solution.min_flops, max_flops=spec.max_flops,
+            flops_window_relaxed=solution.relaxed, input_shapes=program.input_shapes,
+            output_shapes=program.output_shapes, bytes=_bytes(graph, solution.values, spec.dtype),
+            attempts=attempt + 1, graph=program.graph_json, validation=validation,
+        )
+    raise GenerationError(f"index {index} ({', '.join(op.name for op in ops)}): " + "; ".join(failures))
+
+
+def _bytes(graph, values, dtype) -> int:
+    """Bytes of every tensor the program allocates (views share their source's)."""
+    return sum(math.prod(values[d] for d in t.dims) * (INDEX_BYTES if t.is_index else DTYPE_BYTES[dtype])
+               for t in graph.tensors() if not t.is_view)

@@ -1,0 +1,183 @@
+"""Random wiring: turns an operator combination into a graph of symbolic tensors.
+
+Wiring decides everything discrete (ranks, axes, keepdim, which tensor feeds which
+operator) before CP-SAT sees the model, and only builds what is known to be solvable:
+an operator is fed a tensor it `accepts`, partners of shape-preserving operators share the
+very same dimension Vars, and where no produced tensor has a rank the next operator takes,
+a reshape adapter (numel preserved) bridges the ranks. So a randomly drawn combination
+never fails for structural reasons; only the FLOPs window and memory caps are left to the
+solver.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from generator_core.ops.base import Operator, Plan
+from generator_core.symbolic import MAX_DIM, MAX_RANK, Tensor, Var
+
+# Chance that a DAG operator reads an older tensor instead of the newest one (fan-out,
+# several outputs) and that a partner input reuses an existing tensor (residual edges).
+FAN_OUT_P = 0.3
+REUSE_P = 0.4
+# Fresh tensors rarely get rank 1: at most 8192 elements, too small for most FLOPs windows.
+RANK_WEIGHT = {1: 0.1, 2: 1.0, 3: 1.0, 4: 1.0, 5: 0.6}
+
+
+@dataclass(eq=False)
+class Node:
+    op: Operator
+    inputs: list[Tensor]
+    output: Tensor
+    params: dict[str, Any]
+
+    @property
+    def is_adapter(self) -> bool:
+        return getattr(self.op, "adapter", False)
+
+
+@dataclass
+class Graph:
+    inputs: list[Tensor] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> list[Tensor]:
+        return [n.output for n in self.nodes if not n.output.consumers]
+
+    def tensors(self) -> list[Tensor]:
+        return self.inputs + [n.output for n in self.nodes]
+
+    def variables(self) -> list[Var]:
+        """Every Var once, in creation order of first use (deterministic)."""
+        seen: dict[int, Var] = {}
+        for t in self.tensors():
+            for d in t.dims:
+                seen.setdefault(id(d), d)
+        for n in self.nodes:
+            for p in n.params.values():
+                if isinstance(p, Var):
+                    seen.setdefault(id(p), p)
+        return list(seen.values())
+
+
+def draw_dim_hint(rng: random.Random, lo: int, hi: int) -> int:
+    """Log-uniform sizes, often a power of two as in real models."""
+    if rng.random() < 0.4:
+        value = 2 ** rng.randint(1, 12)
+    else:
+        value = int(round(2 ** rng.uniform(0.5, 12.5)))
+    return min(max(value, lo), hi)
+
+
+class Builder:
+    """Creates Vars and tensors for one wiring attempt; handed to `Operator.plan`."""
+
+    def __init__(self, rng: random.Random, topology: str):
+        self.rng = rng
+        self.topology = topology
+        self.graph = Graph()
+        self._var_count = 0
+
+    # -- variables ----------------------------------------------------------------------
+    def _name(self, base: str) -> str:
+        self._var_count += 1
+        return f"{base}_{self._var_count}"
+
+    def dim(self, lo: int = 1, hi: int = MAX_DIM) -> Var:
+        hint = draw_dim_hint(self.rng, lo, hi)
+        band = (max(lo, hint // 4), min(hi, hint * 4))
+        return Var(self._name("dim"), lo, hi, hint=hint, band=band)
+
+    def derived_dim(self) -> Var:
+        """A size computed from others by a constraint (conv output, cat sum): no hint."""
+        return Var(self._name("dim"), 1, MAX_DIM)
+
+    def fixed(self, value: int) -> Var:
+        return Var(self._name("dim"), value, value, hint=value)
+
+    def param(self, name: str, lo: int, hi: int, hint: int) -> Var:
+        """A solver-chosen operator parameter, tried first at exactly its drawn `hint`."""
+        hint = min(max(hint, lo), hi)
+        return Var(self._name(name), lo, hi, hint=hint, band=(hint, hint))
+
+    # -- tensors ------------------------------------------------------------------------
+    def fresh_input(self, dims: tuple[Var, ...], weight: bool = False) -> Tensor:
+        t = Tensor("", tuple(dims), is_weight=weight)
+        self.graph.inputs.append(t)
+        return t
+
+    def fresh_dims(self, rank: int) -> tuple[Var, ...]:
+        return tuple(self.dim() for _ in range(rank))
+
+    def partner(self, x: Tensor, dims: tuple[Var, ...], free_axis: int | None = None) -> Tensor:
+        """Second input of a binary operator: in a DAG, sometimes an existing tensor with
+        the same dimension Vars (a residual edge, adding no constraint), else a fresh
+        input. With `free_axis`, that axis may differ (Cat)."""
+        if self.topology == "dag":
+            candidates = [
+                t for t in self.graph.tensors()
+                if t is not x and not t.is_weight and not t.is_index and t.rank == len(dims)
+                and all(a is b for i, (a, b) in enumerate(zip(t.dims, dims)) if i != free_axis)
+            ]
+            if candidates and self.rng.random() < REUSE_P:
+                return self.rng.choice(candidates)
+        return self.fresh_input(dims)
+
+    def add_node(self, op: Operator, plan: Plan) -> Node:
+        out = Tensor("", tuple(plan.out_dims), is_index=plan.is_index, is_view=getattr(op, "adapter", False))
+        node = Node(op, plan.inputs, out, plan.params)
+        for t in plan.inputs:
+            t.consumers.append(node)
+        self.graph.nodes.append(node)
+        return node
+
+
+def _choose_rank(rng: random.Random, op: Operator, want: set[int] | None, prefer: int | None = None) -> int:
+    ranks = list(op.input_ranks)
+    # A rank-1 tensor holds at most 8192 elements and throttles every FLOPs window
+    # downstream, so avoid input ranks that make the operator output one.
+    roomy = [r for r in ranks if min(op.output_ranks(r)) >= 2]
+    ranks = roomy or ranks
+    if want:
+        good = [r for r in ranks if op.output_ranks(r) & want]
+        ranks = good or ranks
+    if prefer in ranks and rng.random() < 0.5:
+        return prefer
+    return rng.choices(ranks, weights=[RANK_WEIGHT[r] for r in ranks])[0]
+
+
+def wire(ops: list[Operator], rng: random.Random, topology: str) -> Graph:
+    from generator_core.ops.layout import RESHAPE  # the rank adapter, not a registered op
+
+    b = Builder(rng, topology)
+    produced: list[Tensor] = []
+    for i, op in enumerate(ops):
+        want = set(ops[i + 1].input_ranks) if i + 1 < len(ops) else None
+        if not produced:
+            x = b.fresh_input(b.fresh_dims(_choose_rank(rng, op, want)))
+        else:
+            x = _pick_input(b, op, produced)
+            if x is None:
+                rank = _choose_rank(rng, op, want, prefer=produced[-1].rank)
+                adapter = b.add_node(RESHAPE, RESHAPE.plan_to_rank(b, produced[-1], rank))
+                x = adapter.output
+        node = b.add_node(op, op.plan(b, x, want))
+        produced.append(node.output)
+    return b.graph
+
+
+def _pick_input(b: Builder, op: Operator, produced: list[Tensor]) -> Tensor | None:
+    newest = produced[-1]
+    if b.topology == "chain":
+        return newest if op.accepts(newest) else None
+    older = [t for t in produced[:-1] if op.accepts(t)]
+    if older and b.rng.random() < FAN_OUT_P:
+        return b.rng.choice(older)
+    if op.accepts(newest):
+        return newest
+    return b.rng.choice(older) if older else None
+
+
+__all__ = ["Builder", "Graph", "Node", "wire", "MAX_RANK"]

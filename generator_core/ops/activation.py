@@ -1,0 +1,164 @@
+"""Unary activations and elementwise math: output shape = input shape."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from generator_core.ops.base import F, Operator, Plan, RenderContext, choose_axis, register
+
+# Largest exponent Exp2 may see, per dtype: keeps 2**x and what follows it (Var squares it)
+# finite. float16 tops out at 65504, float32 / bfloat16 at ~3.4e38.
+EXP2_LIMIT = {"torch.float16": 6.0, "torch.bfloat16": 16.0, "torch.float32": 16.0}
+
+
+class Unary(Operator):
+    family = "activation"
+    call: ClassVar[str]  # a format string over {x} and the node's params
+
+    def plan(self, b, x, want_ranks):
+        return Plan(inputs=[x], out_dims=x.dims, params=self.draw_params(b.rng))
+
+    def draw_params(self, rng) -> dict:
+        return {}
+
+    def render(self, r: RenderContext) -> str:
+        return self.call.format(x=r.args[0], **r.params)
+
+
+@register
+class ReLU(Unary):
+    call = "torch.relu({x})"
+
+
+@register
+class LeakyReLU(Unary):
+    flops_per_element = 2
+    call = F + ".leaky_relu({x}, negative_slope={negative_slope})"
+
+    def draw_params(self, rng):
+        return {"negative_slope": rng.choice([0.01, 0.05, 0.1, 0.2])}
+
+
+@register
+class Sigmoid(Unary):
+    flops_per_element = 3  # exp, add, reciprocal
+    call = "torch.sigmoid({x})"
+
+
+@register
+class Tanh(Unary):
+    call = "torch.tanh({x})"
+
+
+@register
+class Swish(Unary):
+    flops_per_element = 4  # x * sigmoid(x)
+    call = F + ".silu({x})"
+
+
+@register
+class GELU(Unary):
+    flops_per_element = 4  # x * 0.5 * (1 + erf(x / sqrt 2))
+    call = F + ".gelu({x})"
+
+
+@register
+class SELU(Unary):
+    flops_per_element = 4
+    call = F + ".selu({x})"
+
+
+@register
+class Hardsigmoid(Unary):
+    flops_per_element = 3
+    call = F + ".hardsigmoid({x})"
+
+
+@register
+class Softplus(Unary):
+    flops_per_element = 3  # log(1 + exp(x))
+    call = F + ".softplus({x})"
+
+
+@register
+class Softsign(Unary):
+    flops_per_element = 3  # x / (1 + |x|)
+    call = F + ".softsign({x})"
+
+
+@register
+class ELU(Unary):
+    flops_per_element = 3
+    call = F + ".elu({x}, alpha={alpha})"
+
+    def draw_params(self, rng):
+        return {"alpha": rng.choice([0.5, 1.0, 1.5])}
+
+
+@register
+class HardTanh(Unary):
+    flops_per_element = 2
+    call = F + ".hardtanh({x}, min_val={min_val}, max_val={max_val})"
+
+    def draw_params(self, rng):
+        return {"min_val": rng.choice([-2.0, -1.0, -0.5]), "max_val": rng.choice([0.5, 1.0, 2.0])}
+
+
+@register
+class LogSigmoid(Unary):
+    flops_per_element = 4
+    call = F + ".logsigmoid({x})"
+
+
+@register
+class Clamp(Unary):
+    flops_per_element = 2
+    call = "torch.clamp({x}, min={min}, max={max})"
+
+    def draw_params(self, rng):
+        return {"min": rng.choice([-1.0, -0.5, -0.25]), "max": rng.choice([0.25, 0.5, 1.0])}
+
+
+@register
+class Abs(Unary):
+    call = "torch.abs({x})"
+
+
+@register
+class Cos(Unary):
+    call = "torch.cos({x})"
+
+
+@register
+class Sin(Unary):
+    call = "torch.sin({x})"
+
+
+@register
+class Exp2(Unary):
+    flops_per_element = 2  # clamp, exp2
+
+    def render(self, r):
+        # Why the clamp: after a Matmul or CumSum, inputs reach the hundreds and 2**x overflows.
+        return f"torch.exp2(torch.clamp({r.args[0]}, max={EXP2_LIMIT[r.dtype]}))"
+
+
+class AxisUnary(Unary):
+    """Softmax-like: normalises along one axis of at least two elements."""
+
+    flops_per_element = 5  # max, subtract, exp, sum, divide (or log)
+
+    def accepts(self, x):
+        return super().accepts(x) and bool(x.free_axes())
+
+    def plan(self, b, x, want_ranks):
+        return Plan(inputs=[x], out_dims=x.dims, params={"dim": choose_axis(b, x)})
+
+
+@register
+class Softmax(AxisUnary):
+    call = "torch.softmax({x}, dim={dim})"
+
+
+@register
+class LogSoftmax(AxisUnary):
+    call = "torch.log_softmax({x}, dim={dim})"

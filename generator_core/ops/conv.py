@@ -1,0 +1,138 @@
+"""Convolutions and transposed convolutions over 1, 2 or 3 spatial axes.
+
+Stride, padding, dilation, groups (and output_padding) are solver Vars; their drawn hints
+make padding 0, dilation > 1 and groups > 1 all common. Kernels are square (one
+kernel_size for every spatial axis); the weight is a fresh input of the program.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from generator_core.ops.base import F, Operator, Plan, register, unpinned
+from generator_core.symbolic import MAX_DIM, Term
+
+KERNEL_MAX = {1: 15, 2: 11, 3: 7}
+
+
+def draw_window_params(b, n: int, kernel_hints: list[int], kernel_max: int, dilation: bool) -> dict:
+    """Solver Vars for a sliding window, each hinted towards a typical value."""
+    rng = b.rng
+    k = b.param("kernel_size", 1, kernel_max, rng.choice(kernel_hints))
+    params = {
+        "kernel_size": k,
+        "stride": b.param("stride", 1, 4, rng.choice([1, 1, 1, 2, 2, 3])),
+        "padding": b.param("padding", 0, kernel_max, 0 if rng.random() < 0.4 else rng.randint(1, max(1, k.hint // 2 + 1))),
+    }
+    if dilation:
+        params["dilation"] = b.param("dilation", 1, 3, 1 if rng.random() < 0.6 else rng.choice([2, 3]))
+    return params
+
+
+def window_span(m, p):
+    """dilation * (kernel_size - 1): how far the window reaches past its first tap."""
+    reach = m.expr_var(m.v(p["kernel_size"]) - 1, 0, MAX_DIM)
+    return m.product([m.v(p["dilation"]), reach]) if "dilation" in p else reach
+
+
+def constrain_window_output(m, length, out, p) -> None:
+    """out = floor((length + 2*padding - dilation*(kernel_size-1) - 1) / stride) + 1."""
+    span = window_span(m, p)
+    numerator = m.expr_var(m.v(length) + 2 * m.v(p["padding"]) - span - 1, 0, 3 * MAX_DIM)
+    m.add_division(m.v(out) - 1, numerator, m.v(p["stride"]))
+
+
+class Conv(Operator):
+    family = "conv"
+    n: ClassVar[int]
+    transposed: ClassVar[bool] = False
+
+    def __init__(self):
+        self.input_ranks = (self.n + 2,)
+        kmax = KERNEL_MAX[self.n]
+        self.flops_per_element_bound = 2 * MAX_DIM * kmax**self.n
+
+    def accepts(self, x):
+        return x.rank in self.input_ranks and unpinned(x, range(1, x.rank))
+
+    def plan(self, b, x, want_ranks):
+        batch, c_in = x.dims[:2]
+        p = draw_window_params(b, self.n, [1, 3, 3, 3, 5, 7][: 6 - self.n], KERNEL_MAX[self.n], True)
+        p["groups"] = b.param("groups", 1, 512, 1 if b.rng.random() < 0.55 else b.rng.choice([2, 3, 4, 8]))
+        p["in_per_group"] = b.dim()
+        p["out_per_group"] = b.dim()
+        c_out = b.dim()
+        if self.transposed:
+            p["output_padding"] = b.param("output_padding", 0, 3, 1 if b.rng.random() < 0.2 else 0)
+            w_dims = (c_in, p["out_per_group"]) + (p["kernel_size"],) * self.n
+        else:
+            w_dims = (c_out, p["in_per_group"]) + (p["kernel_size"],) * self.n
+        weight = b.fresh_input(w_dims, weight=True)
+        out_spatial = tuple(b.derived_dim() for _ in range(self.n))
+        return Plan(inputs=[x, weight], out_dims=(batch, c_out) + out_spatial, params=p)
+
+    def constrain(self, node, m):
+        x, p = node.inputs[0], node.params
+        c_out = node.output.dims[1]
+        m.add(m.v(x.dims[1]) == m.product([p["groups"], p["in_per_group"]]))
+        m.add(m.v(c_out) == m.product([p["groups"], p["out_per_group"]]))
+        for length, out in zip(x.dims[2:], node.output.dims[2:]):
+            if self.transposed:
+                self.constrain_transposed_output(m, length, out, p)
+            else:
+                constrain_window_output(m, length, out, p)
+
+    @staticmethod
+    def constrain_transposed_output(m, length, out, p):
+        """out = (length-1)*stride - 2*padding + dilation*(kernel_size-1) + output_padding + 1,
+        with output_padding smaller than stride or dilation (PyTorch's rule)."""
+        stride, dilation, out_pad = m.v(p["stride"]), m.v(p["dilation"]), m.v(p["output_padding"])
+        stretched = m.product([m.expr_var(m.v(length) - 1, 0, MAX_DIM), stride])
+        m.add(m.v(out) == stretched - 2 * m.v(p["padding"]) + window_span(m, p) + out_pad + 1)
+        m.add(out_pad < m.max_var([stride, dilation]))
+
+    def flops(self, node):
+        x, p = node.inputs[0], node.params
+        kernel = (p["kernel_size"],) * self.n
+        if self.transposed:  # the dense work: every input element meets every kernel tap
+            return [Term(2, x.dims + (p["out_per_group"],) + kernel)]
+        return [Term(2, node.output.dims + (p["in_per_group"],) + kernel)]
+
+    def min_flops(self):
+        return 2 * 32
+
+    def render(self, r):
+        p = r.params
+        fn = f"conv_transpose{self.n}d" if self.transposed else f"conv{self.n}d"
+        extra = f", output_padding={p['output_padding']}" if self.transposed else ""
+        return (f"{F}.{fn}({r.args[0]}, {r.args[1]}, stride={p['stride']}, padding={p['padding']}"
+                f"{extra}, dilation={p['dilation']}, groups={p['groups']})")
+
+
+@register
+class Conv1d(Conv):
+    n = 1
+
+
+@register
+class Conv2d(Conv):
+    n = 2
+
+
+@register
+class Conv3d(Conv):
+    n = 3
+
+
+@register
+class ConvTranspose1d(Conv):
+    n, transposed = 1, True
+
+
+@register
+class ConvTranspose2d(Conv):
+    n, transposed = 2, True
+
+
+@register
+class ConvTranspose3d(Conv):
+    n, transposed = 3, True

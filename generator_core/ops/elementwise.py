@@ -1,0 +1,63 @@
+"""Binary elementwise operators: two inputs of one shape (the same dimension Vars)."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from generator_core.ops.base import Operator, Plan, RenderContext, register
+
+
+class Binary(Operator):
+    family = "elementwise"
+    arity = 2
+    call: ClassVar[str]  # a format string over {a}, {b} and the node's params
+
+    def plan(self, b, x, want_ranks):
+        return Plan(inputs=[x, b.partner(x, x.dims)], out_dims=x.dims, params=self.draw_params(b.rng))
+
+    def draw_params(self, rng) -> dict:
+        return {}
+
+    def render(self, r: RenderContext) -> str:
+        return self.call.format(a=r.args[0], b=r.args[1], **r.params)
+
+
+@register
+class Add(Binary):
+    call = "torch.add({a}, {b})"
+
+
+@register
+class Sub(Binary):
+    call = "torch.sub({a}, {b})"
+
+
+@register
+class Mul(Binary):
+    call = "torch.mul({a}, {b})"
+
+
+@register
+class Div(Binary):
+    # Why the guard: the denominator may be a ReLU output, an ArgMax index or an fp16 randn
+    # that rounded to 0; |b| + 1 keeps it >= 1 so the quotient is always finite.
+    flops_per_element = 3
+    call = "torch.div({a}, torch.abs({b}) + 1.0)"
+
+
+@register
+class Maximum(Binary):
+    call = "torch.maximum({a}, {b})"
+
+
+@register
+class Minimum(Binary):
+    call = "torch.minimum({a}, {b})"
+
+
+@register
+class Lerp(Binary):
+    flops_per_element = 3  # a + w * (b - a)
+    call = "torch.lerp({a}, {b}, {weight})"
+
+    def draw_params(self, rng):
+        return {"weight": rng.choice([0.1, 0.25, 0.5, 0.75, 0.9])}

@@ -1,0 +1,114 @@
+"""Data movement: no arithmetic, so 0 FLOPs. Also the reshape adapter used by wiring."""
+from __future__ import annotations
+
+from generator_core.ops.base import Operator, Plan, register
+
+
+class Layout(Operator):
+    family = "layout"
+    flops_per_element = 0
+
+    def flops(self, node):
+        return []
+
+
+@register
+class Transpose(Layout):
+    input_ranks = (2, 3, 4, 5)
+
+    def plan(self, b, x, want_ranks):
+        dim0, dim1 = sorted(b.rng.sample(range(x.rank), 2))
+        dims = list(x.dims)
+        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+        return Plan(inputs=[x], out_dims=tuple(dims), params={"dim0": dim0, "dim1": dim1})
+
+    def render(self, r):
+        return f"torch.transpose({r.args[0]}, {r.params['dim0']}, {r.params['dim1']})"
+
+
+class Triangle(Layout):
+    input_ranks = (2, 3, 4, 5)
+    fn: str
+
+    def plan(self, b, x, want_ranks):
+        hint = b.rng.choice([0, 0, 0, 1, -1, 2, -2])
+        return Plan(inputs=[x], out_dims=x.dims, params={"diagonal": b.param("diagonal", -8, 8, hint)})
+
+    def render(self, r):
+        return f"torch.{self.fn}({r.args[0]}, diagonal={r.params['diagonal']})"
+
+
+@register
+class Triu(Triangle):
+    fn = "triu"
+
+    def constrain(self, node, m):
+        # Keep at least one element of every matrix: diagonal <= columns - 1.
+        m.add(m.v(node.params["diagonal"]) <= m.v(node.inputs[0].dims[-1]) - 1)
+
+
+@register
+class Tril(Triangle):
+    fn = "tril"
+
+    def constrain(self, node, m):
+        m.add(m.v(node.params["diagonal"]) >= 1 - m.v(node.inputs[0].dims[-2]))
+
+
+@register
+class Cat(Layout):
+    arity = 2
+
+    def plan(self, b, x, want_ranks):
+        axis = b.rng.randrange(x.rank)
+        dims = list(x.dims)
+        dims[axis] = b.dim()
+        other = b.partner(x, tuple(dims), free_axis=axis)
+        dims[axis] = b.derived_dim()
+        return Plan(inputs=[x, other], out_dims=tuple(dims), params={"dim": axis})
+
+    def constrain(self, node, m):
+        axis = node.params["dim"]
+        a, c = node.inputs
+        m.add(m.v(node.output.dims[axis]) == m.v(a.dims[axis]) + m.v(c.dims[axis]))
+
+    def render(self, r):
+        return f"torch.cat([{r.args[0]}, {r.args[1]}], dim={r.params['dim']})"
+
+
+@register
+class Stack(Layout):
+    arity = 2
+    input_ranks = (1, 2, 3, 4)
+
+    def output_ranks(self, rank):
+        return {rank + 1}
+
+    def plan(self, b, x, want_ranks):
+        axis = b.rng.randint(0, x.rank)
+        dims = list(x.dims)
+        dims.insert(axis, b.fixed(2))
+        return Plan(inputs=[x, b.partner(x, x.dims)], out_dims=tuple(dims), params={"dim": axis})
+
+    def render(self, r):
+        return f"torch.stack([{r.args[0]}, {r.args[1]}], dim={r.params['dim']})"
+
+
+class Reshape(Layout):
+    """Wiring glue, not one of the catalogue's operators: bridges ranks between two
+    operators (a Conv1d output feeding a Conv3d), keeping the number of elements."""
+
+    name = "Reshape"
+    adapter = True
+
+    def plan_to_rank(self, b, x, rank: int) -> Plan:
+        return Plan(inputs=[x], out_dims=b.fresh_dims(rank))
+
+    def constrain(self, node, m):
+        m.add(m.product(list(node.output.dims)) == m.product(list(node.inputs[0].dims)))
+
+    def render(self, r):
+        return f"{r.args[0]}.reshape({r.out_shape})"
+
+
+RESHAPE = Reshape()

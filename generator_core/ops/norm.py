@@ -1,0 +1,87 @@
+"""Normalisations without affine weights (statistics computed from the input itself)."""
+from __future__ import annotations
+
+from generator_core.ops.base import F, Operator, Plan, choose_axis, has_free_axis, register
+from generator_core.symbolic import numel_term
+
+
+class Normalization(Operator):
+    family = "norm"
+    flops_per_element = 5  # mean 1, variance 2, normalise 2
+
+    def flops(self, node):
+        return [numel_term(node.inputs[0].dims, self.flops_per_element)]
+
+
+@register
+class BatchNorm(Normalization):
+    input_ranks = (2, 3, 4, 5)
+
+    def accepts(self, x):
+        # Training-mode statistics need more than one value per channel.
+        return x.rank in self.input_ranks and has_free_axis(x, [a for a in range(x.rank) if a != 1])
+
+    def plan(self, b, x, want_ranks):
+        choose_axis(b, x, axes=[a for a in range(x.rank) if a != 1])
+        return Plan(inputs=[x], out_dims=x.dims)
+
+    def render(self, r):
+        # Functional form with no running stats: nothing device-specific (the original's
+        # `.cuda()` buffers crash on CPU).
+        return f"{F}.batch_norm({r.args[0]}, None, None, training=True)"
+
+
+@register
+class LayerNorm(Normalization):
+    def accepts(self, x):
+        return bool(x.free_axes())
+
+    def plan(self, b, x, want_ranks):
+        # Normalise over the last k axes; they must include a free axis of size >= 2.
+        k_min = x.rank - max(x.free_axes())
+        k = b.rng.randint(k_min, max(k_min, min(x.rank, 3)))
+        choose_axis(b, x, axes=list(range(x.rank - k, x.rank)))
+        return Plan(inputs=[x], out_dims=x.dims, params={"normalized_axes": k})
+
+    def render(self, r):
+        shape = r.in_shapes[0][len(r.in_shapes[0]) - r.params["normalized_axes"]:]
+        return f"{F}.layer_norm({r.args[0]}, {shape})"
+
+
+@register
+class GroupNorm(Normalization):
+    input_ranks = (2, 3, 4, 5)
+
+    def accepts(self, x):
+        return x.rank in self.input_ranks and x.dims[1].hi > 1
+
+    def plan(self, b, x, want_ranks):
+        x.dims[1].require_at_least(2)
+        hint = b.rng.choice([1, 2, 4, 8, 16, 32])
+        # channels_per_group >= 2 keeps every group's statistics over more than one value.
+        params = {"num_groups": b.param("num_groups", 1, 4096, hint),
+                  "channels_per_group": b.param("channels_per_group", 2, 8192, 2)}
+        params["channels_per_group"].band = None
+        return Plan(inputs=[x], out_dims=x.dims, params=params)
+
+    def constrain(self, node, m):
+        p = node.params
+        m.add(m.v(node.inputs[0].dims[1]) == m.product([p["num_groups"], p["channels_per_group"]]))
+
+    def render(self, r):
+        return f"{F}.group_norm({r.args[0]}, {r.params['num_groups']})"
+
+
+@register
+class InstanceNorm(Normalization):
+    input_ranks = (3, 4, 5)
+
+    def accepts(self, x):
+        return x.rank in self.input_ranks and has_free_axis(x, range(2, x.rank))
+
+    def plan(self, b, x, want_ranks):
+        choose_axis(b, x, axes=list(range(2, x.rank)))
+        return Plan(inputs=[x], out_dims=x.dims)
+
+    def render(self, r):
+        return f"{F}.instance_norm({r.args[0]})"

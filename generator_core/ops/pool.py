@@ -1,0 +1,73 @@
+"""Average and max pooling over 1, 2 or 3 spatial axes (square windows)."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from generator_core.ops.base import F, Operator, Plan, register, unpinned
+from generator_core.ops.conv import constrain_window_output, draw_window_params
+from generator_core.symbolic import Term
+
+KERNEL_MAX = {1: 32, 2: 8, 3: 4}
+
+
+class Pool(Operator):
+    family = "pool"
+    n: ClassVar[int]
+    kind: ClassVar[str]  # "avg" or "max"
+
+    def __init__(self):
+        self.input_ranks = (self.n + 2,)
+        self.flops_per_element_bound = KERNEL_MAX[self.n] ** self.n
+
+    def accepts(self, x):
+        return x.rank in self.input_ranks and unpinned(x, range(1, x.rank))
+
+    def plan(self, b, x, want_ranks):
+        p = draw_window_params(b, self.n, [2, 2, 3, 3, 4], KERNEL_MAX[self.n], dilation=self.kind == "max")
+        out_spatial = tuple(b.derived_dim() for _ in range(self.n))
+        return Plan(inputs=[x], out_dims=x.dims[:2] + out_spatial, params=p)
+
+    def constrain(self, node, m):
+        p = node.params
+        m.add(2 * m.v(p["padding"]) <= m.v(p["kernel_size"]))  # PyTorch: pad <= kernel / 2
+        for length, out in zip(node.inputs[0].dims[2:], node.output.dims[2:]):
+            constrain_window_output(m, length, out, p)
+
+    def flops(self, node):
+        return [Term(1, node.output.dims + (node.params["kernel_size"],) * self.n)]
+
+    def render(self, r):
+        p = r.params
+        dil = f", dilation={p['dilation']}" if "dilation" in p else ""
+        return (f"{F}.{self.kind}_pool{self.n}d({r.args[0]}, kernel_size={p['kernel_size']}, "
+                f"stride={p['stride']}, padding={p['padding']}{dil})")
+
+
+@register
+class AvgPool1d(Pool):
+    n, kind = 1, "avg"
+
+
+@register
+class AvgPool2d(Pool):
+    n, kind = 2, "avg"
+
+
+@register
+class AvgPool3d(Pool):
+    n, kind = 3, "avg"
+
+
+@register
+class MaxPool1d(Pool):
+    n, kind = 1, "max"
+
+
+@register
+class MaxPool2d(Pool):
+    n, kind = 2, "max"
+
+
+@register
+class MaxPool3d(Pool):
+    n, kind = 3, "max"

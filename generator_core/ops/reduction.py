@@ -1,0 +1,90 @@
+"""Reductions along one axis, with or without keepdim."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from generator_core.ops.base import Operator, Plan, RenderContext, choose_axis, register
+from generator_core.symbolic import numel_term
+
+
+class Reduction(Operator):
+    family = "reduction"
+    input_ranks = (2, 3, 4, 5)
+    call: ClassVar[str]  # a format string over {x}, {dim}, {keepdim}
+    index_output: ClassVar[bool] = False
+
+    def accepts(self, x):
+        # One free axis is reduced and one must remain, or the output would be a scalar.
+        return x.rank in self.input_ranks and len(x.free_axes()) >= 2
+
+    def output_ranks(self, rank):
+        return {rank - 1, rank}
+
+    def plan(self, b, x, want_ranks):
+        axis = choose_axis(b, x)
+        options = [k for k in (False, True) if not want_ranks or (x.rank if k else x.rank - 1) in want_ranks]
+        keepdim = b.rng.choice(options or [False, True])
+        dims = list(x.dims)
+        if keepdim:
+            dims[axis] = b.fixed(1)
+        else:
+            del dims[axis]
+        return Plan(inputs=[x], out_dims=tuple(dims), params={"dim": axis, "keepdim": keepdim},
+                    is_index=self.index_output)
+
+    def flops(self, node):
+        return [numel_term(node.inputs[0].dims, self.flops_per_element)]
+
+    def render(self, r: RenderContext) -> str:
+        return self.call.format(x=r.args[0], **r.params)
+
+
+@register
+class Sum(Reduction):
+    call = "torch.sum({x}, dim={dim}, keepdim={keepdim})"
+
+
+@register
+class Mean(Reduction):
+    call = "torch.mean({x}, dim={dim}, keepdim={keepdim})"
+
+
+@register
+class Max(Reduction):
+    call = "torch.max({x}, dim={dim}, keepdim={keepdim}).values"
+
+
+@register
+class Min(Reduction):
+    call = "torch.min({x}, dim={dim}, keepdim={keepdim}).values"
+
+
+@register
+class Var(Reduction):
+    flops_per_element = 3  # mean, subtract, square-accumulate
+    call = "torch.var({x}, dim={dim}, keepdim={keepdim})"
+
+
+@register
+class Norm(Reduction):
+    flops_per_element = 2  # square, accumulate
+    call = "torch.norm({x}, dim={dim}, keepdim={keepdim})"
+
+
+class IndexReduction(Reduction):
+    index_output = True
+
+    def render(self, r):
+        expr = super().render(r)
+        # Why the cast: int64 indices feeding sigmoid, conv, ... raise; as floats they work.
+        return f"{expr}.to({r.dtype})" if r.consumed else expr
+
+
+@register
+class ArgMax(IndexReduction):
+    call = "torch.argmax({x}, dim={dim}, keepdim={keepdim})"
+
+
+@register
+class ArgMin(IndexReduction):
+    call = "torch.argmin({x}, dim={dim}, keepdim={keepdim})"

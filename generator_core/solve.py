@@ -1,0 +1,184 @@
+"""CP-SAT: one model per wired graph, solved in stages from most to least steered.
+
+Every Var becomes an IntVar of the same name; products of Vars are memoised IntVars, so
+the numel of ten tensors that share dims costs a handful of multiplications. Solving is
+seeded, single-threaded and bounded by *deterministic* time, so a solution is a pure
+function of the model and the seed, in any process on any machine speed.
+
+Stages: (1) every Var inside its drawn band (parameters at their drawn value, dims near
+their drawn size): natural, varied shapes; (2) bands dropped, hints kept, FLOPs pushed up
+to the floor. If the floor is out of reach under the memory caps, stage 2 ends with the
+most FLOPs it found and, as in the original, min_flops is halved until that meets it (the
+sample is then flagged `flops_window_relaxed`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ortools.sat.python import cp_model
+
+from generator_core.graph import Graph
+from generator_core.symbolic import MIN_NUMEL, Term, Var
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+INDEX_BYTES = 8
+# CP-SAT deterministic-time budgets (units of roughly a second on a fast core).
+BANDED_DETERMINISTIC_LIMIT = 0.2
+FREE_DETERMINISTIC_LIMIT = 0.3
+STAGE_DETERMINISTIC_LIMIT = 1.0
+WALL_LIMIT_SECONDS = 20.0  # a safety net only: hitting it would make results machine-dependent
+
+
+@dataclass
+class Limits:
+    min_flops: int
+    max_flops: int
+    max_tensor_numel: int
+    max_total_bytes: int
+    dtype: str
+
+
+@dataclass
+class Solution:
+    values: dict[Var, int]
+    flops: int
+    min_flops: int  # the floor actually used (lower than asked when relaxed)
+    relaxed: bool
+    stage: str
+
+
+class ShapeModel:
+    """A CP-SAT model over the graph's Vars, with the few helpers operators need."""
+
+    def __init__(self, cap: int):
+        self.model = cp_model.CpModel()
+        self.cap = cap  # upper bound of every product: implied by the numel and FLOPs caps
+        self._vars: dict[int, cp_model.IntVar] = {}
+        self._bounds: dict[int, tuple[int, int]] = {}
+        self._products: dict[tuple[int, ...], cp_model.IntVar] = {}
+
+    def new_var(self, lo: int, hi: int, name: str) -> cp_model.IntVar:
+        var = self.model.new_int_var(lo, hi, name)
+        self._bounds[var.index] = (lo, hi)
+        return var
+
+    def v(self, var: Var) -> cp_model.IntVar:
+        if id(var) not in self._vars:
+            self._vars[id(var)] = self.new_var(var.lo, var.hi, var.name)
+        return self._vars[id(var)]
+
+    def add(self, constraint) -> None:
+        self.model.add(constraint)
+
+    def expr_var(self, expr, lo: int, hi: int) -> cp_model.IntVar:
+        """A fresh IntVar equal to a linear expression (CP-SAT multiplies variables only)."""
+        var = self.new_var(lo, hi, "")
+        self.model.add(var == expr)
+        return var
+
+    def product(self, factors: Sequence[Var | cp_model.IntVar]) -> cp_model.IntVar:
+        ints = sorted((self.v(f) if isinstance(f, Var) else f for f in factors), key=lambda x: x.index)
+        product = ints[0]
+        for i in range(1, len(ints)):
+            key = tuple(x.index for x in ints[: i + 1])
+            if key not in self._products:
+                (alo, ahi), (blo, bhi) = self._bounds[product.index], self._bounds[ints[i].index]
+                lo = alo * blo
+                var = self.new_var(lo, max(lo, min(ahi * bhi, self.cap)), "")
+                self.model.add_multiplication_equality(var, [product, ints[i]])
+                self._products[key] = var
+            product = self._products[key]
+        return product
+
+    def add_division(self, target, numerator, denominator) -> None:
+        """target == numerator // denominator (numerator >= 0)."""
+        quotient = self.new_var(0, self._bounds[numerator.index][1], "")
+        self.model.add_division_equality(quotient, numerator, denominator)
+        self.model.add(target == quotient)
+
+    def max_var(self, variables: Sequence[cp_model.IntVar]) -> cp_model.IntVar:
+        hi = max(self._bounds[v.index][1] for v in variables)
+        var = self.new_var(0, hi, "")
+        self.model.add_max_equality(var, variables)
+        return var
+
+    def term(self, term: Term):
+        return term.coef * self.product(term.factors) if term.factors else term.coef
+
+
+def flops_terms(graph: Graph) -> list[list[Term]]:
+    return [node.op.flops(node) for node in graph.nodes]
+
+
+def build_model(graph: Graph, limits: Limits, min_flops: int, banded: bool):
+    m = ShapeModel(cap=max(limits.max_flops, limits.max_tensor_numel))
+    for node in graph.nodes:
+        node.op.constrain(node, m)
+    total_bytes = []
+    for t in graph.tensors():
+        numel = m.product(list(t.dims))
+        m.add(numel >= MIN_NUMEL)
+        m.add(numel <= limits.max_tensor_numel)
+        if not t.is_view:
+            total_bytes.append(numel * (INDEX_BYTES if t.is_index else DTYPE_BYTES[limits.dtype]))
+    m.add(sum(total_bytes) <= limits.max_total_bytes)
+    flops = sum(m.term(t) for terms in flops_terms(graph) for t in terms)
+    m.add(flops >= min_flops)
+    m.add(flops <= limits.max_flops)
+    for var in graph.variables():
+        iv = m.v(var)
+        if var.hint is not None:
+            m.model.add_hint(iv, var.hint)
+        if banded and var.band is not None:
+            m.add(iv >= var.band[0])
+            m.add(iv <= var.band[1])
+    return m, flops
+
+
+def _run(m: ShapeModel, seed: int, limit: float = STAGE_DETERMINISTIC_LIMIT) -> cp_model.CpSolver | None:
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.random_seed = seed
+    # Measured on levels 2-4 at the default window: quick restarts over the heuristics
+    # portfolio find a solution in ~10 ms where the default single-worker search spends
+    # seconds in one branch of the product constraints.
+    solver.parameters.search_branching = cp_model.PORTFOLIO_WITH_QUICK_RESTART_SEARCH
+    solver.parameters.max_deterministic_time = limit
+    solver.parameters.max_time_in_seconds = WALL_LIMIT_SECONDS
+    status = solver.solve(m.model)
+    return solver if status in (cp_model.OPTIMAL, cp_model.FEASIBLE) else None
+
+
+def _solution(m: ShapeModel, solver, graph: Graph, min_flops: int, relaxed: bool, stage: str) -> Solution:
+    values = {var: solver.value(m.v(var)) for var in graph.variables()}
+    flops = sum(t.value(values) for terms in flops_terms(graph) for t in terms)
+    return Solution(values, flops, min_flops, relaxed, stage)
+
+
+def solve_graph(graph: Graph, limits: Limits, seed: int) -> Solution | None:
+    """Stage 1: feasibility inside the drawn bands. Stage 2: the same without bands.
+    Stage 3, when the floor seems out of reach: maximise min(flops, min_flops), which stops
+    as soon as the floor is met and otherwise leaves the best reachable witness; the
+    relaxed floor is halved down to it."""
+    floor = limits.min_flops if any(flops_terms(graph)) else 0  # Transpose alone has 0 FLOPs
+    m, _ = build_model(graph, limits, floor, banded=True)
+    solver = _run(m, seed, BANDED_DETERMINISTIC_LIMIT)
+    if solver is not None:
+        return _solution(m, solver, graph, floor, floor < limits.min_flops, "banded")
+    m, _ = build_model(graph, limits, floor, banded=False)
+    solver = _run(m, seed, FREE_DETERMINISTIC_LIMIT)
+    if solver is not None:
+        return _solution(m, solver, graph, floor, floor < limits.min_flops, "free")
+    m, flops = build_model(graph, limits, 0, banded=False)
+    clipped = m.new_var(0, floor, "clipped_flops")
+    m.add(clipped <= flops)
+    m.model.maximize(clipped)
+    solver = _run(m, seed, STAGE_DETERMINISTIC_LIMIT)
+    if solver is None:
+        return None  # structurally infeasible (or out of budget): the caller rewires
+    solution = _solution(m, solver, graph, floor, floor < limits.min_flops, "reach")
+    while solution.min_flops > solution.flops:  # the original's fallback: halve min_flops
+        solution.min_flops //= 2
+        solution.relaxed = True
+    return solution

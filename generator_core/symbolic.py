@@ -1,0 +1,79 @@
+"""Symbolic tensors: every dimension and every solver-chosen operator parameter is a `Var`.
+
+Wiring (graph.py) creates Vars and decides ranks; operators add CP-SAT constraints over
+them (solve.py turns each Var into one CP-SAT IntVar of the same name); after solving, one
+generic lookup turns every Var back into an int. Two tensors that share a Var share that
+dimension, so most shape equalities (elementwise ops, residual edges) are free: they are
+the same variable, not a constraint.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_DIM = 8192  # the original's per-dimension limit
+MAX_RANK = 5
+MIN_NUMEL = 2**5
+
+
+@dataclass(eq=False)
+class Var:
+    """An integer the solver chooses. `hint` steers it towards a drawn value (diversity);
+    `band` is the narrower range tried first, dropped if the model is infeasible with it."""
+
+    name: str
+    lo: int
+    hi: int
+    hint: int | None = None
+    band: tuple[int, int] | None = None
+
+    @property
+    def fixed(self) -> bool:
+        return self.lo == self.hi
+
+    def require_at_least(self, lo: int) -> None:
+        """Tighten the lower bound at wiring time (e.g. a softmax axis needs size >= 2)."""
+        if lo > self.hi:
+            raise ValueError(f"{self.name}: cannot require >= {lo}, upper bound is {self.hi}")
+        self.lo = max(self.lo, lo)
+        if self.hint is not None:
+            self.hint = max(self.hint, self.lo)
+
+    def __repr__(self) -> str:
+        return f"Var({self.name}, {self.lo}..{self.hi})"
+
+
+@dataclass(eq=False)
+class Tensor:
+    """A tensor of the program: graph input, operator output or reshape view."""
+
+    name: str
+    dims: tuple[Var, ...]
+    is_index: bool = False  # int64 values (ArgMax / ArgMin)
+    is_weight: bool = False  # fresh input owned by one operator (conv weights, matmul rhs)
+    is_view: bool = False  # shares storage with its source (reshape), costs no bytes
+    consumers: list[Any] = field(default_factory=list)
+
+    @property
+    def rank(self) -> int:
+        return len(self.dims)
+
+    def free_axes(self) -> list[int]:
+        """Axes whose size is not pinned to 1 (a keepdim reduction pins its axis)."""
+        return [i for i, d in enumerate(self.dims) if d.hi > 1]
+
+
+@dataclass(frozen=True)
+class Term:
+    """coef * product(factors): one monomial of a FLOPs formula."""
+
+    coef: int
+    factors: tuple[Var, ...]
+
+    def value(self, values: dict[Var, int]) -> int:
+        return self.coef * math.prod(values[v] for v in self.factors)
+
+
+def numel_term(dims: tuple[Var, ...] | list[Var], coef: int = 1) -> Term:
+    return Term(coef, tuple(dims))

@@ -1,0 +1,1 @@
+"""tcgen service side: CLI now; engine and REST API in later issues."""
