@@ -1,0 +1,156 @@
+"""`tcgen`: the command line. Subcommands build a GenerationSpec and call generator_core."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from pydantic import ValidationError
+
+from generator_core import OPERATORS, GenerationError, GenerationSpec, generate
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+    """--name_with_underscores (the original's spelling) plus its --hyphenated alias."""
+    names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    parser.add_argument(*names, dest=name, **kwargs)
+
+
+def _spec_flags(p: argparse.ArgumentParser) -> None:
+    _flag(p, "level", type=int, help="0..4 -> 1, 2, 3, 5, 10 operators")
+    _flag(p, "seed", type=int, default=0)
+    _flag(p, "min_flops", type=int, default=2**34)
+    _flag(p, "max_flops", type=int, default=2**35)
+    _flag(p, "ops", nargs="+", help="allow-list of operator names")
+    _flag(p, "exclude_ops", nargs="+", default=[], help="deny-list of operator names")
+    _flag(p, "op_sequence", nargs="+", help="exact operators, one per node")
+    _flag(p, "dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    _flag(p, "topology", default="dag", choices=["dag", "chain"])
+    _flag(p, "max_tensor_numel", type=int, default=2**30)
+    _flag(p, "max_total_bytes", type=int, default=16 * 2**30)
+    _flag(p, "device", default="cpu", choices=["cpu", "cuda", "auto"], help="where samples are validated")
+    _flag(p, "no_validate", action="store_true", help="skip executing the samples")
+
+
+def _spec(args: argparse.Namespace, **extra: Any) -> GenerationSpec:
+    fields = dict(level=args.level, seed=args.seed, min_flops=args.min_flops, max_flops=args.max_flops,
+                  ops=args.ops, exclude_ops=args.exclude_ops, op_sequence=args.op_sequence, dtype=args.dtype,
+                  topology=args.topology, max_tensor_numel=args.max_tensor_numel,
+                  max_total_bytes=args.max_total_bytes, validate=not args.no_validate, **extra)
+    return GenerationSpec(**fields)
+
+
+def _spec_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(x) for x in e["loc"]) or "spec"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(msg if msg.split(":")[0] in GenerationSpec.model_fields else f"{where}: {msg}")
+    return "invalid spec: " + "; ".join(lines)
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    entries = [op.catalogue_entry() for op in OPERATORS.values()]
+    if args.json:
+        print(json.dumps(entries, indent=2))
+    else:
+        for e in entries:
+            print(f"{e['name']:16s} {e['category']:12s} arity {e['arity']}  {e['flops_per_element']} FLOP/elem")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    fmt = "kernelbench" if args.format == "kernelbench" else "fused_operator"
+    sample = generate(_spec(args, format=fmt, start_index=args.index), args.index, device=args.device)
+    print(sample.model_dump_json(indent=2) if args.format == "json" else sample.pytorch, end="\n" if args.format == "json" else "")
+    return 0
+
+
+def _complete_lines(path: str) -> int:
+    """Number of whole lines in `path`, dropping a trailing partial line (interrupted write)."""
+    if not os.path.exists(path):
+        return 0
+    with open(path, "rb+") as f:
+        data = f.read()
+        keep = data.rfind(b"\n") + 1
+        if keep != len(data):
+            f.truncate(keep)
+    return data[:keep].count(b"\n")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    spec = _spec(args, count=args.target_count, start_index=args.start_idx)
+    done = _complete_lines(args.output_file) if args.resume else 0
+    if not args.resume and os.path.exists(args.output_file) and os.path.getsize(args.output_file):
+        print(f"error: output_file: {args.output_file} exists; pass --resume to continue it", file=sys.stderr)
+        return 2
+    failed: list[str] = []
+    relaxed = 0
+    start = time.perf_counter()
+    with open(args.output_file, "a", encoding="utf-8") as out, \
+            tqdm(total=spec.count, initial=done, unit="sample", file=sys.stderr, disable=None) as bar:
+        for k in range(done, spec.count):
+            index = spec.start_index + k
+            try:
+                sample = generate(spec, index, device=args.device)
+            except GenerationError as exc:
+                failed.append(str(exc))
+                print(f"warning: {exc}", file=sys.stderr)
+            else:
+                out.write(sample.model_dump_json() + "\n")
+                out.flush()
+                relaxed += sample.flops_window_relaxed
+            bar.update(1)
+    seconds = time.perf_counter() - start
+    written = spec.count - done - len(failed)
+    print(f"wrote {written} samples to {args.output_file} in {seconds:.1f} s "
+          f"({written / max(seconds, 1e-9):.1f}/s); relaxed window: {relaxed}; failed: {len(failed)}", file=sys.stderr)
+    return 3 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tcgen", description="Synthetic PyTorch programs for kernel-writing models")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ops", help="the operator catalogue")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_ops)
+
+    p = sub.add_parser("sample", help="print one sample")
+    _spec_flags(p)
+    _flag(p, "index", type=int, default=0)
+    _flag(p, "format", default="json", choices=["json", "py", "kernelbench"])
+    p.set_defaults(run=cmd_sample)
+
+    p = sub.add_parser("generate", help="write samples to a JSONL file")
+    _spec_flags(p)
+    _flag(p, "output_file", required=True)
+    _flag(p, "target_count", type=int, default=10000)
+    _flag(p, "start_idx", type=int, default=0)
+    _flag(p, "resume", action="store_true", help="continue an interrupted file")
+    p.set_defaults(run=cmd_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ValidationError as err:
+        print(f"error: {_spec_error(err)}", file=sys.stderr)
+        return 2
+    except GenerationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except ValueError as err:  # e.g. --device cuda without a GPU
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
