@@ -93,7 +93,7 @@ def generate(spec: GenerationSpec, index: int, *, device: str = "cpu") -> Sample
             min_flops=solution.min_flops, max_flops=spec.max_flops,
             flops_window_relaxed=solution.relaxed, input_shapes=program.input_shapes,
             output_shapes=program.output_shapes, bytes=_bytes(graph, solution.values, spec.dtype),
-            attempts=attempt + 1, graph=program.graph_json, validation=validation,
+            attempts=attempt + 1, rejected=failures, graph=program.graph_json, validation=validation,
         )
     raise GenerationError(f"index {index} ({', '.join(op.name for op in ops)}): " + "; ".join(failures))
 

@@ -100,7 +100,7 @@ class Builder:
     def param(self, name: str, lo: int, hi: int, hint: int) -> Var:
         """A solver-chosen operator parameter, tried first at exactly its drawn `hint`."""
         hint = min(max(hint, lo), hi)
-        return Var(self._name(name), lo, hi, hint=hint, band=(hint, hint))
+        return Var(self._name(name), lo, hi, hint=hint, band=(hint, hint), is_param=True)
 
     # -- tensors ------------------------------------------------------------------------
     def fresh_input(self, dims: tuple[Var, ...], weight: bool = False) -> Tensor:
@@ -126,7 +126,9 @@ class Builder:
         return self.fresh_input(dims)
 
     def add_node(self, op: Operator, plan: Plan) -> Node:
-        out = Tensor("", tuple(plan.out_dims), is_index=plan.is_index, is_view=getattr(op, "adapter", False))
+        out = Tensor("", tuple(plan.out_dims), is_index=plan.is_index, is_view=getattr(op, "adapter", False),
+                     nonpositive=op.makes_nonpositive or (op.keeps_sign and plan.inputs[0].nonpositive),
+                     concentrated=op.makes_concentrated or (op.keeps_sign and plan.inputs[0].concentrated))
         node = Node(op, plan.inputs, out, plan.params)
         for t in plan.inputs:
             t.consumers.append(node)
@@ -159,23 +161,33 @@ def wire(ops: list[Operator], rng: random.Random, topology: str) -> Graph:
             x = b.fresh_input(b.fresh_dims(_choose_rank(rng, op, want)))
         else:
             x = _pick_input(b, op, produced)
-            if x is None:
+            if x is None and not degenerate(op, produced[-1]):
                 rank = _choose_rank(rng, op, want, prefer=produced[-1].rank)
-                adapter = b.add_node(RESHAPE, RESHAPE.plan_to_rank(b, produced[-1], rank))
-                x = adapter.output
+                x = b.add_node(RESHAPE, RESHAPE.plan_to_rank(b, produced[-1], rank)).output
+            elif x is None:  # no produced tensor has values this op can use: a new branch
+                x = b.fresh_input(b.fresh_dims(_choose_rank(rng, op, want)))
         node = b.add_node(op, op.plan(b, x, want))
         produced.append(node.output)
     return b.graph
 
 
+def degenerate(op: Operator, x: Tensor) -> bool:
+    """Would `op` make a constant of `x`'s values (ReLU of all-negative log-probabilities)?"""
+    return (op.collapses_nonpositive and x.nonpositive) or (op.collapses_concentrated and x.concentrated)
+
+
+def usable(op: Operator, x: Tensor) -> bool:
+    return op.accepts(x) and not degenerate(op, x)
+
+
 def _pick_input(b: Builder, op: Operator, produced: list[Tensor]) -> Tensor | None:
     newest = produced[-1]
     if b.topology == "chain":
-        return newest if op.accepts(newest) else None
-    older = [t for t in produced[:-1] if op.accepts(t)]
+        return newest if usable(op, newest) else None
+    older = [t for t in produced[:-1] if usable(op, t)]
     if older and b.rng.random() < FAN_OUT_P:
         return b.rng.choice(older)
-    if op.accepts(newest):
+    if usable(op, newest):
         return newest
     return b.rng.choice(older) if older else None
 

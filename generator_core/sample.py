@@ -42,5 +42,6 @@ class Sample(BaseModel):
     output_shapes: list[list[int]]
     bytes: int
     attempts: int
+    rejected: list[str] = []  # why earlier attempts of this index were redone
     graph: dict[str, Any]
     validation: Validation | None = None

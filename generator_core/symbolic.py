@@ -27,6 +27,7 @@ class Var:
     hi: int
     hint: int | None = None
     band: tuple[int, int] | None = None
+    is_param: bool = False  # an operator parameter (stride, groups, ...), not a dimension
 
     @property
     def fixed(self) -> bool:
@@ -53,6 +54,8 @@ class Tensor:
     is_index: bool = False  # int64 values (ArgMax / ArgMin)
     is_weight: bool = False  # fresh input owned by one operator (conv weights, matmul rhs)
     is_view: bool = False  # shares storage with its source (reshape), costs no bytes
+    nonpositive: bool = False  # every value <= 0 (after LogSigmoid / LogSoftmax)
+    concentrated: bool = False  # values far from 0 in a narrow band (Var, Norm): clamps saturate
     consumers: list[Any] = field(default_factory=list)
 
     @property

@@ -26,6 +26,7 @@ class Unary(Operator):
 
 @register
 class ReLU(Unary):
+    collapses_nonpositive = True
     call = "torch.relu({x})"
 
 
@@ -69,6 +70,8 @@ class SELU(Unary):
 
 @register
 class Hardsigmoid(Unary):
+    collapses_concentrated = True
+    collapses_nonpositive = True
     flops_per_element = 3
     call = F + ".hardsigmoid({x})"
 
@@ -96,6 +99,8 @@ class ELU(Unary):
 
 @register
 class HardTanh(Unary):
+    collapses_concentrated = True
+    collapses_nonpositive = True
     flops_per_element = 2
     call = F + ".hardtanh({x}, min_val={min_val}, max_val={max_val})"
 
@@ -106,11 +111,14 @@ class HardTanh(Unary):
 @register
 class LogSigmoid(Unary):
     flops_per_element = 4
+    makes_nonpositive = True
     call = F + ".logsigmoid({x})"
 
 
 @register
 class Clamp(Unary):
+    collapses_concentrated = True
+    collapses_nonpositive = True
     flops_per_element = 2
     call = "torch.clamp({x}, min={min}, max={max})"
 
@@ -161,4 +169,6 @@ class Softmax(AxisUnary):
 
 @register
 class LogSoftmax(AxisUnary):
+    makes_concentrated = True
+    makes_nonpositive = True
     call = "torch.log_softmax({x}, dim={dim})"

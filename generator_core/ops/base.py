@@ -62,6 +62,12 @@ class Operator:
     # it bounds what the operator can contribute, so op draws can avoid hopeless windows.
     flops_per_element_bound: ClassVar[int] = 0
     description: ClassVar[str] = ""
+    # Value facts, for wiring to avoid degenerate programs (ReLU after LogSigmoid is all 0):
+    makes_nonpositive: ClassVar[bool] = False  # every output value <= 0
+    keeps_sign: ClassVar[bool] = False  # output values are drawn from the input's
+    makes_concentrated: ClassVar[bool] = False  # output values sit in a narrow band off 0
+    collapses_nonpositive: ClassVar[bool] = False  # constant output on inputs <= 0
+    collapses_concentrated: ClassVar[bool] = False  # constant output on such a band (clamps)
 
     # -- wiring -------------------------------------------------------------------------
     def accepts(self, x: Tensor) -> bool:

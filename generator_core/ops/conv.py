@@ -35,8 +35,14 @@ def window_span(m, p):
 
 
 def constrain_window_output(m, length, out, p) -> None:
-    """out = floor((length + 2*padding - dilation*(kernel_size-1) - 1) / stride) + 1."""
+    """out = floor((length + 2*padding - dilation*(kernel_size-1) - 1) / stride) + 1.
+
+    Also padding <= span / 2 and length > span: then every output window holds at least one
+    real input element (otherwise a window over padding only yields 0, or -inf for max
+    pooling, and small inputs give constant outputs)."""
     span = window_span(m, p)
+    m.add(2 * m.v(p["padding"]) <= span)
+    m.add(m.v(length) >= span + 1)
     numerator = m.expr_var(m.v(length) + 2 * m.v(p["padding"]) - span - 1, 0, 3 * MAX_DIM)
     m.add_division(m.v(out) - 1, numerator, m.v(p["stride"]))
 
@@ -87,8 +93,12 @@ class Conv(Operator):
         with output_padding smaller than stride or dilation (PyTorch's rule)."""
         stride, dilation, out_pad = m.v(p["stride"]), m.v(p["dilation"]), m.v(p["output_padding"])
         stretched = m.product([m.expr_var(m.v(length) - 1, 0, MAX_DIM), stride])
-        m.add(m.v(out) == stretched - 2 * m.v(p["padding"]) + window_span(m, p) + out_pad + 1)
+        span, padding = window_span(m, p), m.v(p["padding"])
+        m.add(m.v(out) == stretched - 2 * padding + span + out_pad + 1)
         m.add(out_pad < m.max_var([stride, dilation]))
+        # Cropping no more than the kernel's half reach keeps some input under every border.
+        m.add(2 * padding <= span)
+        m.add(padding <= stretched + out_pad)
 
     def flops(self, node):
         x, p = node.inputs[0], node.params

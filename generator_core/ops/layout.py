@@ -14,6 +14,7 @@ class Layout(Operator):
 
 @register
 class Transpose(Layout):
+    keeps_sign = True
     input_ranks = (2, 3, 4, 5)
 
     def plan(self, b, x, want_ranks):
@@ -27,6 +28,7 @@ class Transpose(Layout):
 
 
 class Triangle(Layout):
+    keeps_sign = True
     input_ranks = (2, 3, 4, 5)
     fn: str
 
@@ -95,6 +97,7 @@ class Stack(Layout):
 
 
 class Reshape(Layout):
+    keeps_sign = True
     """Wiring glue, not one of the catalogue's operators: bridges ranks between two
     operators (a Conv1d output feeding a Conv3d), keeping the number of elements."""
 

@@ -12,6 +12,7 @@ KERNEL_MAX = {1: 32, 2: 8, 3: 4}
 
 class Pool(Operator):
     family = "pool"
+    keeps_sign = True
     n: ClassVar[int]
     kind: ClassVar[str]  # "avg" or "max"
 

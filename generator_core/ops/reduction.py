@@ -41,32 +41,38 @@ class Reduction(Operator):
 
 @register
 class Sum(Reduction):
+    keeps_sign = True
     call = "torch.sum({x}, dim={dim}, keepdim={keepdim})"
 
 
 @register
 class Mean(Reduction):
+    keeps_sign = True
     call = "torch.mean({x}, dim={dim}, keepdim={keepdim})"
 
 
 @register
 class Max(Reduction):
+    keeps_sign = True
     call = "torch.max({x}, dim={dim}, keepdim={keepdim}).values"
 
 
 @register
 class Min(Reduction):
+    keeps_sign = True
     call = "torch.min({x}, dim={dim}, keepdim={keepdim}).values"
 
 
 @register
 class Var(Reduction):
+    makes_concentrated = True
     flops_per_element = 3  # mean, subtract, square-accumulate
     call = "torch.var({x}, dim={dim}, keepdim={keepdim})"
 
 
 @register
 class Norm(Reduction):
+    makes_concentrated = True
     flops_per_element = 2  # square, accumulate
     call = "torch.norm({x}, dim={dim}, keepdim={keepdim})"
 

@@ -6,6 +6,7 @@ from generator_core.ops.base import Operator, Plan, register
 
 class Scan(Operator):
     family = "scan"
+    keeps_sign = True
     call: str
 
     def plan(self, b, x, want_ranks):
