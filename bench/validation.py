@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    total = first = failed = rechecked = 0
+    total = first = failed = rechecked = validated_first = 0
     reasons: collections.Counter[str] = collections.Counter()
     for level in args.levels:
         spec = GenerationSpec(level=level, min_flops=args.min_flops, max_flops=args.max_flops,
@@ -46,6 +46,8 @@ def main() -> None:
                 continue
             total += 1
             lvl_first += sample.attempts == 1
+            redone_by_validation = [r for r in sample.rejected if not r.endswith("no solution")]
+            validated_first += not redone_by_validation
             if sample.attempts > 1:
                 ops = ", ".join(op.name for op in combination(spec, index))
                 for reason in sample.rejected:
@@ -56,7 +58,8 @@ def main() -> None:
         first += lvl_first
         print(f"level {level}: {args.count} indices, first-attempt pass {lvl_first}/{args.count}")
     print(f"bench.validation: window {args.min_flops}..{args.max_flops}, {args.dtype} on {args.device}")
-    print(f"samples {total}, failures {failed}, first-attempt pass {first / max(total, 1):.2%}, "
+    print(f"samples {total}, failures {failed}, first-attempt pass {first / max(total, 1):.2%} "
+          f"(validation passed the first program validated: {validated_first / max(total, 1):.2%}), "
           f"returned samples that execute finite on re-check {rechecked}/{total}")
     for reason, n in reasons.most_common(20):
         print(f"  {n} x {reason}")

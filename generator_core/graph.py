@@ -127,8 +127,7 @@ class Builder:
 
     def add_node(self, op: Operator, plan: Plan) -> Node:
         out = Tensor("", tuple(plan.out_dims), is_index=plan.is_index, is_view=getattr(op, "adapter", False),
-                     nonpositive=op.makes_nonpositive or (op.keeps_sign and plan.inputs[0].nonpositive),
-                     concentrated=op.makes_concentrated or (op.keeps_sign and plan.inputs[0].concentrated))
+                     facts=_facts(op, plan.inputs[0]))
         node = Node(op, plan.inputs, out, plan.params)
         for t in plan.inputs:
             t.consumers.append(node)
@@ -163,7 +162,10 @@ def wire(ops: list[Operator], rng: random.Random, topology: str) -> Graph:
             x = _pick_input(b, op, produced)
             if x is None and not degenerate(op, produced[-1]):
                 rank = _choose_rank(rng, op, want, prefer=produced[-1].rank)
-                x = b.add_node(RESHAPE, RESHAPE.plan_to_rank(b, produced[-1], rank)).output
+                plan = RESHAPE.plan_to_rank(b, produced[-1], rank)
+                if not op.accepts(Tensor("", plan.out_dims)):
+                    plan = RESHAPE.plan_to_rank(b, produced[-1], rank, fresh=True)
+                x = b.add_node(RESHAPE, plan).output
             elif x is None:  # no produced tensor has values this op can use: a new branch
                 x = b.fresh_input(b.fresh_dims(_choose_rank(rng, op, want)))
         node = b.add_node(op, op.plan(b, x, want))
@@ -171,13 +173,24 @@ def wire(ops: list[Operator], rng: random.Random, topology: str) -> Graph:
     return b.graph
 
 
+def _facts(op: Operator, x: Tensor) -> frozenset[str]:
+    facts = op.makes_facts | (x.facts - {"monotone"} if op.keeps_facts else frozenset())
+    if op.extreme_of_large and "large" in x.facts:
+        facts |= {"saturating"}
+    return facts
+
+
 def degenerate(op: Operator, x: Tensor) -> bool:
     """Would `op` make a constant of `x`'s values (ReLU of all-negative log-probabilities)?"""
-    return (op.collapses_nonpositive and x.nonpositive) or (op.collapses_concentrated and x.concentrated)
+    return bool(op.collapses_on & x.facts)
 
 
 def usable(op: Operator, x: Tensor) -> bool:
     return op.accepts(x) and not degenerate(op, x)
+
+
+def _room(t: Tensor) -> int:
+    return sum(not d.fixed for d in t.dims)
 
 
 def _pick_input(b: Builder, op: Operator, produced: list[Tensor]) -> Tensor | None:
@@ -185,6 +198,10 @@ def _pick_input(b: Builder, op: Operator, produced: list[Tensor]) -> Tensor | No
     if b.topology == "chain":
         return newest if usable(op, newest) else None
     older = [t for t in produced[:-1] if usable(op, t)]
+    if op.flops_per_element_bound and older:
+        # A FLOPs-heavy operator reads the roomiest tensor (most axes not pinned): one fed
+        # through two reductions holds too few elements to reach a large window.
+        return max(older + [newest] if usable(op, newest) else older, key=_room)
     if older and b.rng.random() < FAN_OUT_P:
         return b.rng.choice(older)
     if usable(op, newest):

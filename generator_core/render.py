@@ -54,7 +54,8 @@ def render_program(graph: Graph, values: dict[Var, int], dtype: str, fmt: str) -
 
 
 def _context(node: Node, names, values, torch_dtype, shape) -> RenderContext:
-    params = {k: concrete(v, values) for k, v in node.params.items()}
+    # Keys starting with "_" are wiring internals (the reshape's factorisation), not parameters.
+    params = {k: concrete(v, values) for k, v in node.params.items() if not k.startswith("_")}
     return RenderContext(
         args=[names[id(t)] for t in node.inputs], params=params,
         in_shapes=[shape(t) for t in node.inputs], out_shape=shape(node.output),

@@ -5,11 +5,11 @@ the numel of ten tensors that share dims costs a handful of multiplications. Sol
 seeded, single-threaded and bounded by *deterministic* time, so a solution is a pure
 function of the model and the seed, in any process on any machine speed.
 
-Stages: (1) every Var inside its drawn band (parameters at their drawn value, dims near
-their drawn size): natural, varied shapes; (2) bands dropped, hints kept, FLOPs pushed up
-to the floor. If the floor is out of reach under the memory caps, stage 2 ends with the
-most FLOPs it found and, as in the original, min_flops is halved until that meets it (the
-sample is then flagged `flops_window_relaxed`).
+Stages (see `solve_graph`): (1) every Var inside its drawn band (parameters at their
+drawn value, dims near their drawn size): natural, varied shapes; (2) bands dropped, hints
+kept; (3) "reach": FLOPs pushed up towards the floor. If the floor is out of reach under
+the memory caps, stage 3 ends with the most FLOPs it found and, as in the original,
+min_flops is halved until that meets it (the sample is flagged `flops_window_relaxed`).
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ INDEX_BYTES = 8
 # Stage name (which Vars keep their drawn band) and its budget. With parameters fixed the
 # window arithmetic (dilation * (kernel - 1), division by stride) is linear, which CP-SAT
 # solves far faster than the same model over free parameters.
-STAGES = (("all", 0.01), ("params", 0.03), ("none", 0.1))
-REACH_DETERMINISTIC_LIMIT = 0.15
+STAGES = (("all", 0.01), ("none", 0.05))
+REACH_DETERMINISTIC_LIMIT = 0.1
 WALL_LIMIT_SECONDS = 20.0  # a safety net only: hitting it would make results machine-dependent
 
 
@@ -139,7 +139,8 @@ def build_model(graph: Graph, limits: Limits, min_flops: int, banded: str):
     return m, flops
 
 
-def _run(m: ShapeModel, seed: int, limit: float) -> cp_model.CpSolver | None:
+def _run(m: ShapeModel, seed: int, limit: float) -> tuple[cp_model.CpSolver | None, bool]:
+    """(solver if a solution was found, whether the model was proven infeasible)."""
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = seed
@@ -150,7 +151,8 @@ def _run(m: ShapeModel, seed: int, limit: float) -> cp_model.CpSolver | None:
     solver.parameters.max_deterministic_time = limit
     solver.parameters.max_time_in_seconds = WALL_LIMIT_SECONDS
     status = solver.solve(m.model)
-    return solver if status in (cp_model.OPTIMAL, cp_model.FEASIBLE) else None
+    found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+    return (solver if found else None), status == cp_model.INFEASIBLE
 
 
 def _solution(m: ShapeModel, solver, graph: Graph, min_flops: int, relaxed: bool, stage: str) -> Solution:
@@ -159,22 +161,25 @@ def _solution(m: ShapeModel, solver, graph: Graph, min_flops: int, relaxed: bool
     return Solution(values, flops, min_flops, relaxed, stage)
 
 
-def solve_graph(graph: Graph, limits: Limits, seed: int) -> Solution | None:
-    """Stages 1-3: feasibility inside the drawn bands of all Vars, of parameters only, of
-    none. Stage 4, when the floor seems out of reach: maximise min(flops, min_flops), which stops
-    as soon as the floor is met and otherwise leaves the best reachable witness; the
-    relaxed floor is halved down to it."""
+def solve_graph(graph: Graph, limits: Limits, seed: int, may_relax: bool = True) -> Solution | None:
+    """Stages: feasibility inside the drawn bands of every Var, then with no bands (hints
+    kept). If the floor is proven out of reach, or `may_relax` (the caller's last tries),
+    a last stage maximises min(flops, min_flops): it stops as soon as the floor is met and
+    otherwise leaves the best reachable witness, and min_flops is halved down to it.
+    None means: rewire and try again (a fresh wiring is usually easier than more search)."""
     floor = limits.min_flops if any(flops_terms(graph)) else 0  # Transpose alone has 0 FLOPs
     for stage, limit in STAGES:
         m, _ = build_model(graph, limits, floor, banded=stage)
-        solver = _run(m, seed, limit)
+        solver, infeasible = _run(m, seed, limit)
         if solver is not None:
             return _solution(m, solver, graph, floor, floor < limits.min_flops, stage)
+    if not (infeasible or may_relax):
+        return None
     m, flops = build_model(graph, limits, 0, banded="none")
     clipped = m.new_var(0, floor, "clipped_flops")
     m.add(clipped <= flops)
     m.model.maximize(clipped)
-    solver = _run(m, seed, REACH_DETERMINISTIC_LIMIT)
+    solver, _ = _run(m, seed, REACH_DETERMINISTIC_LIMIT)
     if solver is None:
         return None  # structurally infeasible (or out of budget): the caller rewires
     solution = _solution(m, solver, graph, floor, floor < limits.min_flops, "reach")

@@ -16,6 +16,17 @@ MAX_DIM = 8192  # the original's per-dimension limit
 MAX_RANK = 5
 MIN_NUMEL = 2**5
 
+# What wiring knows about a tensor's values, so it never feeds an operator values it turns
+# into a constant (ReLU after LogSigmoid is all 0):
+VALUE_FACTS = {
+    "nonpositive": "every value <= 0 (LogSigmoid, LogSoftmax)",
+    "concentrated": "values in a narrow band away from 0 (Var, Norm, LogSoftmax): clamps saturate",
+    "discrete": "few distinct values (ArgMax / ArgMin indices): arg-reductions tie",
+    "monotone": "sorted along an axis (CumMax, CumMin): arg-reductions along it are constant",
+    "large": "magnitudes grow with a reduction length (Matmul, Bmm, Conv)",
+    "saturating": "large and of one sign (the max of large values): squashing maps saturate",
+}
+
 
 @dataclass(eq=False)
 class Var:
@@ -54,8 +65,7 @@ class Tensor:
     is_index: bool = False  # int64 values (ArgMax / ArgMin)
     is_weight: bool = False  # fresh input owned by one operator (conv weights, matmul rhs)
     is_view: bool = False  # shares storage with its source (reshape), costs no bytes
-    nonpositive: bool = False  # every value <= 0 (after LogSigmoid / LogSoftmax)
-    concentrated: bool = False  # values far from 0 in a narrow band (Var, Norm): clamps saturate
+    facts: frozenset[str] = frozenset()  # value facts (see VALUE_FACTS), for wiring
     consumers: list[Any] = field(default_factory=list)
 
     @property

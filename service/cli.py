@@ -58,7 +58,7 @@ def cmd_ops(args: argparse.Namespace) -> int:
         print(json.dumps(entries, indent=2))
     else:
         for e in entries:
-            print(f"{e['name']:16s} {e['category']:12s} arity {e['arity']}  {e['flops_per_element']} FLOP/elem")
+            print(f"{e['name']:16s} {e['category']:12s} arity {e['arity']}  FLOPs = {e['flops']}")
     return 0
 
 
@@ -69,8 +69,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _complete_lines(path: str) -> int:
-    """Number of whole lines in `path`, dropping a trailing partial line (interrupted write)."""
+def _resume_point(path: str, spec: GenerationSpec) -> int:
+    """Position k (index start_index + k) to continue `path` from: after the index of its
+    last whole line. A trailing partial line (an interrupted write) is dropped; a file
+    written for another spec is refused rather than mixed."""
     if not os.path.exists(path):
         return 0
     with open(path, "rb+") as f:
@@ -78,14 +80,26 @@ def _complete_lines(path: str) -> int:
         keep = data.rfind(b"\n") + 1
         if keep != len(data):
             f.truncate(keep)
-    return data[:keep].count(b"\n")
+    lines = data[:keep].splitlines()
+    if not lines:
+        return 0
+    try:
+        last = json.loads(lines[-1])
+        index, level, seed, dtype = last["index"], last["level"], last["seed"], last["dtype"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"output_file: {path} does not end with a tcgen sample line ({exc})") from None
+    if (level, seed, dtype) != (spec.difficulty, spec.seed, spec.dtype) or index < spec.start_index:
+        raise ValueError(f"output_file: {path} was written for level {level}, seed {seed}, dtype {dtype}, "
+                         f"index {index}; this run asks for level {spec.difficulty}, seed {spec.seed}, "
+                         f"dtype {spec.dtype} from index {spec.start_index}")
+    return index + 1 - spec.start_index
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     spec = _spec(args, count=args.target_count, start_index=args.start_idx)
-    done = _complete_lines(args.output_file) if args.resume else 0
+    done = min(_resume_point(args.output_file, spec), spec.count) if args.resume else 0
     if not args.resume and os.path.exists(args.output_file) and os.path.getsize(args.output_file):
         print(f"error: output_file: {args.output_file} exists; pass --resume to continue it", file=sys.stderr)
         return 2

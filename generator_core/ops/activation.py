@@ -26,12 +26,13 @@ class Unary(Operator):
 
 @register
 class ReLU(Unary):
-    collapses_nonpositive = True
+    collapses_on = frozenset({"nonpositive"})
     call = "torch.relu({x})"
 
 
 @register
 class LeakyReLU(Unary):
+    keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     flops_per_element = 2
     call = F + ".leaky_relu({x}, negative_slope={negative_slope})"
 
@@ -41,37 +42,42 @@ class LeakyReLU(Unary):
 
 @register
 class Sigmoid(Unary):
+    collapses_on = frozenset({"saturating"})
     flops_per_element = 3  # exp, add, reciprocal
     call = "torch.sigmoid({x})"
 
 
 @register
 class Tanh(Unary):
+    collapses_on = frozenset({"saturating"})
+    keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     call = "torch.tanh({x})"
 
 
 @register
 class Swish(Unary):
+    keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     flops_per_element = 4  # x * sigmoid(x)
     call = F + ".silu({x})"
 
 
 @register
 class GELU(Unary):
+    keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     flops_per_element = 4  # x * 0.5 * (1 + erf(x / sqrt 2))
     call = F + ".gelu({x})"
 
 
 @register
 class SELU(Unary):
+    keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     flops_per_element = 4
     call = F + ".selu({x})"
 
 
 @register
 class Hardsigmoid(Unary):
-    collapses_concentrated = True
-    collapses_nonpositive = True
+    collapses_on = frozenset({"nonpositive", "concentrated", "discrete", "saturating"})
     flops_per_element = 3
     call = F + ".hardsigmoid({x})"
 
@@ -84,12 +90,15 @@ class Softplus(Unary):
 
 @register
 class Softsign(Unary):
+    collapses_on = frozenset({"saturating"})
+    keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     flops_per_element = 3  # x / (1 + |x|)
     call = F + ".softsign({x})"
 
 
 @register
 class ELU(Unary):
+    keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     flops_per_element = 3
     call = F + ".elu({x}, alpha={alpha})"
 
@@ -99,8 +108,8 @@ class ELU(Unary):
 
 @register
 class HardTanh(Unary):
-    collapses_concentrated = True
-    collapses_nonpositive = True
+    keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
+    collapses_on = frozenset({"nonpositive", "concentrated", "discrete", "saturating"})
     flops_per_element = 2
     call = F + ".hardtanh({x}, min_val={min_val}, max_val={max_val})"
 
@@ -111,14 +120,14 @@ class HardTanh(Unary):
 @register
 class LogSigmoid(Unary):
     flops_per_element = 4
-    makes_nonpositive = True
+    makes_facts = frozenset({"nonpositive"})
     call = F + ".logsigmoid({x})"
 
 
 @register
 class Clamp(Unary):
-    collapses_concentrated = True
-    collapses_nonpositive = True
+    keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
+    collapses_on = frozenset({"nonpositive", "concentrated", "discrete", "saturating"})
     flops_per_element = 2
     call = "torch.clamp({x}, min={min}, max={max})"
 
@@ -169,6 +178,5 @@ class Softmax(AxisUnary):
 
 @register
 class LogSoftmax(AxisUnary):
-    makes_concentrated = True
-    makes_nonpositive = True
+    makes_facts = frozenset({"nonpositive", "concentrated"})
     call = "torch.log_softmax({x}, dim={dim})"

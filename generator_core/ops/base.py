@@ -55,19 +55,19 @@ class RenderContext:
 class Operator:
     name: ClassVar[str]
     family: ClassVar[str]
-    arity: ClassVar[int] = 1  # tensors taken from the graph (weights are extra, fresh inputs)
+    arity: ClassVar[int] = 1  # tensors it reads, a conv's weight or a matmul's right operand included
     input_ranks: ClassVar[tuple[int, ...]] = ALL_RANKS
     flops_per_element: ClassVar[int] = 1
+    flops_formula: ClassVar[str] = "flops_per_element * output numel"  # for the catalogue
     # Upper bound of FLOPs per element of the largest tensor it touches; with max_tensor_numel
     # it bounds what the operator can contribute, so op draws can avoid hopeless windows.
     flops_per_element_bound: ClassVar[int] = 0
     description: ClassVar[str] = ""
-    # Value facts, for wiring to avoid degenerate programs (ReLU after LogSigmoid is all 0):
-    makes_nonpositive: ClassVar[bool] = False  # every output value <= 0
-    keeps_sign: ClassVar[bool] = False  # output values are drawn from the input's
-    makes_concentrated: ClassVar[bool] = False  # output values sit in a narrow band off 0
-    collapses_nonpositive: ClassVar[bool] = False  # constant output on inputs <= 0
-    collapses_concentrated: ClassVar[bool] = False  # constant output on such a band (clamps)
+    # Value facts (symbolic.VALUE_FACTS), for wiring to avoid degenerate programs:
+    makes_facts: ClassVar[frozenset[str]] = frozenset()  # facts true of every output
+    keeps_facts: ClassVar[bool] = False  # outputs inherit the input's facts (monotone maps)
+    collapses_on: ClassVar[frozenset[str]] = frozenset()  # inputs it would make constant
+    extreme_of_large: ClassVar[bool] = False  # max/min-like: "large" inputs give "saturating"
 
     # -- wiring -------------------------------------------------------------------------
     def accepts(self, x: Tensor) -> bool:
@@ -106,6 +106,7 @@ class Operator:
             "arity": self.arity,
             "input_ranks": list(self.input_ranks),
             "flops_per_element": self.flops_per_element,
+            "flops": self.flops_formula.replace("flops_per_element", str(self.flops_per_element)),
             "description": self.description,
         }
 

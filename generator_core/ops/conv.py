@@ -18,13 +18,15 @@ def draw_window_params(b, n: int, kernel_hints: list[int], kernel_max: int, dila
     """Solver Vars for a sliding window, each hinted towards a typical value."""
     rng = b.rng
     k = b.param("kernel_size", 1, kernel_max, rng.choice(kernel_hints))
+    d = b.param("dilation", 1, 3, 1 if rng.random() < 0.6 else rng.choice([2, 3])) if dilation else None
+    reach = (d.hint if d else 1) * (k.hint - 1)  # padding may be at most half of it
     params = {
         "kernel_size": k,
         "stride": b.param("stride", 1, 4, rng.choice([1, 1, 1, 2, 2, 3])),
-        "padding": b.param("padding", 0, kernel_max, 0 if rng.random() < 0.4 else rng.randint(1, max(1, k.hint // 2 + 1))),
+        "padding": b.param("padding", 0, kernel_max, 0 if rng.random() < 0.4 or reach < 2 else rng.randint(1, reach // 2)),
     }
-    if dilation:
-        params["dilation"] = b.param("dilation", 1, 3, 1 if rng.random() < 0.6 else rng.choice([2, 3]))
+    if d:
+        params["dilation"] = d
     return params
 
 
@@ -49,11 +51,15 @@ def constrain_window_output(m, length, out, p) -> None:
 
 class Conv(Operator):
     family = "conv"
+    arity = 2  # input and weight
     n: ClassVar[int]
     transposed: ClassVar[bool] = False
+    makes_facts = frozenset({"large"})
 
     def __init__(self):
         self.input_ranks = (self.n + 2,)
+        self.flops_formula = ("2 * input numel * Cout/groups * kernel volume" if self.transposed
+                              else "2 * output numel * Cin/groups * kernel volume")
         kmax = KERNEL_MAX[self.n]
         self.flops_per_element_bound = 2 * MAX_DIM * kmax**self.n
 

@@ -6,6 +6,7 @@ from generator_core.ops.base import Operator, Plan, register
 
 class Layout(Operator):
     family = "layout"
+    flops_formula = "0 (data movement)"
     flops_per_element = 0
 
     def flops(self, node):
@@ -14,7 +15,7 @@ class Layout(Operator):
 
 @register
 class Transpose(Layout):
-    keeps_sign = True
+    keeps_facts = True
     input_ranks = (2, 3, 4, 5)
 
     def plan(self, b, x, want_ranks):
@@ -28,7 +29,7 @@ class Transpose(Layout):
 
 
 class Triangle(Layout):
-    keeps_sign = True
+    keeps_facts = True
     input_ranks = (2, 3, 4, 5)
     fn: str
 
@@ -97,18 +98,42 @@ class Stack(Layout):
 
 
 class Reshape(Layout):
-    keeps_sign = True
     """Wiring glue, not one of the catalogue's operators: bridges ranks between two
-    operators (a Conv1d output feeding a Conv3d), keeping the number of elements."""
+    operators (a Conv1d output feeding a Conv3d), keeping the number of elements.
+
+    It splits an axis in two (d = a*c) or merges the last two (m = a*b), keeping every
+    other axis as the same Var: one small product per step, where equating the numel of
+    two unrelated shapes costs CP-SAT a factorisation search (measured: the slowest
+    models were those with such reshapes)."""
 
     name = "Reshape"
     adapter = True
+    keeps_facts = True
 
-    def plan_to_rank(self, b, x, rank: int) -> Plan:
-        return Plan(inputs=[x], out_dims=b.fresh_dims(rank))
+    def plan_to_rank(self, b, x, rank: int, fresh: bool = False) -> Plan:
+        """Split / merge axes; with `fresh`, a wholly new shape of the same numel (for an
+        operator that needs axes the kept ones pin, e.g. GroupNorm's channels)."""
+        if fresh:
+            dims = b.fresh_dims(rank)
+            return Plan(inputs=[x], out_dims=dims, params={"_factors": [(None, (x.dims, dims))]})
+        dims, factors = list(x.dims), []
+        while len(dims) < rank:
+            axis = max(range(len(dims)), key=lambda i: (not dims[i].fixed, -i))
+            a, c = b.dim(), b.dim()
+            factors.append((dims[axis], (a, c)))
+            dims[axis:axis + 1] = [a, c]
+        while len(dims) > rank:
+            merged = b.derived_dim()
+            factors.append((merged, (dims[-2], dims[-1])))
+            dims[-2:] = [merged]
+        return Plan(inputs=[x], out_dims=tuple(dims), params={"_factors": factors})
 
     def constrain(self, node, m):
-        m.add(m.product(list(node.output.dims)) == m.product(list(node.inputs[0].dims)))
+        for whole, parts in node.params["_factors"]:
+            if whole is None:  # a fresh shape: equal numel
+                m.add(m.product(list(parts[0])) == m.product(list(parts[1])))
+            else:
+                m.add(m.v(whole) == m.product(list(parts)))
 
     def render(self, r):
         return f"{r.args[0]}.reshape({r.out_shape})"

@@ -7,8 +7,10 @@ from generator_core.symbolic import MAX_DIM, Term
 
 class MatrixProduct(Operator):
     family = "linalg"
+    flops_formula = "2 * M * N * K per batch element"
     arity = 2
     flops_per_element_bound = 2 * MAX_DIM  # 2*K per output element
+    makes_facts = frozenset({"large"})
 
     def accepts(self, x):
         return x.rank in self.input_ranks and unpinned(x, [-2, -1])

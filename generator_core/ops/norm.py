@@ -7,6 +7,7 @@ from generator_core.symbolic import numel_term
 
 class Normalization(Operator):
     family = "norm"
+    flops_formula = "flops_per_element * input numel"
     flops_per_element = 5  # mean 1, variance 2, normalise 2
 
     def flops(self, node):

@@ -12,11 +12,14 @@ KERNEL_MAX = {1: 32, 2: 8, 3: 4}
 
 class Pool(Operator):
     family = "pool"
-    keeps_sign = True
+    flops_formula = "output numel * kernel volume"
+    keeps_facts = True
     n: ClassVar[int]
     kind: ClassVar[str]  # "avg" or "max"
+    upcast_half: ClassVar[bool] = False  # compute in float32 for float16 / bfloat16 inputs
 
     def __init__(self):
+        self.extreme_of_large = self.kind == "max"
         self.input_ranks = (self.n + 2,)
         self.flops_per_element_bound = KERNEL_MAX[self.n] ** self.n
 
@@ -40,8 +43,10 @@ class Pool(Operator):
     def render(self, r):
         p = r.params
         dil = f", dilation={p['dilation']}" if "dilation" in p else ""
-        return (f"{F}.{self.kind}_pool{self.n}d({r.args[0]}, kernel_size={p['kernel_size']}, "
+        x = f"{r.args[0]}.float()" if self.upcast_half and r.dtype != "torch.float32" else r.args[0]
+        call = (f"{F}.{self.kind}_pool{self.n}d({x}, kernel_size={p['kernel_size']}, "
                 f"stride={p['stride']}, padding={p['padding']}{dil})")
+        return f"{call}.to({r.dtype})" if x != r.args[0] else call
 
 
 @register
@@ -57,6 +62,7 @@ class AvgPool2d(Pool):
 @register
 class AvgPool3d(Pool):
     n, kind = 3, "avg"
+    upcast_half = True  # PyTorch's CPU avg_pool3d has no float16 / bfloat16 kernel
 
 
 @register

@@ -9,6 +9,7 @@ from generator_core.symbolic import numel_term
 
 class Reduction(Operator):
     family = "reduction"
+    flops_formula = "flops_per_element * input numel"
     input_ranks = (2, 3, 4, 5)
     call: ClassVar[str]  # a format string over {x}, {dim}, {keepdim}
     index_output: ClassVar[bool] = False
@@ -41,44 +42,50 @@ class Reduction(Operator):
 
 @register
 class Sum(Reduction):
-    keeps_sign = True
+    keeps_facts = True
     call = "torch.sum({x}, dim={dim}, keepdim={keepdim})"
 
 
 @register
 class Mean(Reduction):
-    keeps_sign = True
+    keeps_facts = True
     call = "torch.mean({x}, dim={dim}, keepdim={keepdim})"
 
 
 @register
 class Max(Reduction):
-    keeps_sign = True
+    extreme_of_large = True
+    collapses_on = frozenset({"discrete"})  # the max of 0/1 indices is 1
+    keeps_facts = True
     call = "torch.max({x}, dim={dim}, keepdim={keepdim}).values"
 
 
 @register
 class Min(Reduction):
-    keeps_sign = True
+    extreme_of_large = True
+    collapses_on = frozenset({"discrete"})  # the max of 0/1 indices is 1
+    keeps_facts = True
     call = "torch.min({x}, dim={dim}, keepdim={keepdim}).values"
 
 
 @register
 class Var(Reduction):
-    makes_concentrated = True
+    makes_facts = frozenset({"concentrated"})
     flops_per_element = 3  # mean, subtract, square-accumulate
     call = "torch.var({x}, dim={dim}, keepdim={keepdim})"
 
 
 @register
 class Norm(Reduction):
-    makes_concentrated = True
+    makes_facts = frozenset({"concentrated"})
     flops_per_element = 2  # square, accumulate
     call = "torch.norm({x}, dim={dim}, keepdim={keepdim})"
 
 
 class IndexReduction(Reduction):
     index_output = True
+    makes_facts = frozenset({"discrete"})
+    collapses_on = frozenset({"discrete", "monotone"})
 
     def render(self, r):
         expr = super().render(r)

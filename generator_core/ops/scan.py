@@ -6,7 +6,8 @@ from generator_core.ops.base import Operator, Plan, register
 
 class Scan(Operator):
     family = "scan"
-    keeps_sign = True
+    flops_formula = "flops_per_element * input numel"
+    keeps_facts = True
     call: str
 
     def plan(self, b, x, want_ranks):
@@ -24,9 +25,13 @@ class CumSum(Scan):
 
 @register
 class CumMax(Scan):
+    extreme_of_large = True
+    makes_facts = frozenset({"monotone"})
     call = "torch.cummax({x}, dim={dim}).values"
 
 
 @register
 class CumMin(Scan):
+    extreme_of_large = True
+    makes_facts = frozenset({"monotone"})
     call = "torch.cummin({x}, dim={dim}).values"

@@ -1,0 +1,65 @@
+"""FLOPs conventions agree with torch.utils.flop_counter wherever it counts an operator."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from generator_core import OPERATORS, generate
+from helpers import ops_of, spec, tensor_shapes
+
+HEAVY = ops_of("linalg", "conv")  # the families FlopCounterMode counts
+TRANSPOSED = [n for n in ops_of("conv") if getattr(OPERATORS[n], "transposed", False)]
+
+
+def counted_flops(code: str) -> int:
+    """FLOPs that PyTorch's own counter sees when the program runs."""
+    namespace: dict = {}
+    exec(code, namespace)
+    with torch.no_grad():
+        inputs = namespace["get_inputs"]()
+        with FlopCounterMode(display=False) as counter:
+            namespace["fused_operator"](*inputs)
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("name", HEAVY)
+def test_single_op_flops_match_flop_counter(name, seed):
+    """For a lone matmul/conv op, sample.flops equals FlopCounterMode's total (5 seeds x 5 indices)."""
+    for index in range(5):
+        s = generate(spec(op_sequence=[name], seed=seed, validate=False), index)
+        assert s.flops == s.flops_by_op[0] == counted_flops(s.pytorch), (name, seed, index)
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_mixed_program_heavy_node_flops_match_counter(index):
+    """In level-2 programs, the counter's total equals the flops_by_op of the linalg/conv nodes."""
+    pool = HEAVY + ops_of("elementwise", "activation")
+    s = generate(spec(level=2, ops=pool, seed=3, validate=False), index)
+    nodes = s.graph["nodes"]
+    assert len(s.flops_by_op) == len(nodes) and sum(s.flops_by_op) == s.flops
+    heavy = sum(f for f, n in zip(s.flops_by_op, nodes) if n["op"] in HEAVY)
+    assert counted_flops(s.pytorch) == heavy
+
+
+def test_transposed_ops_are_selected():
+    """The transposed-convolution set is found from operator data: one per spatial rank."""
+    assert sorted(OPERATORS[n].input_ranks[0] for n in TRANSPOSED) == [3, 4, 5]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("name", TRANSPOSED)
+def test_conv_transpose_convention_by_hand(name, seed):
+    """ConvTranspose FLOPs = 2 * input numel * (Cout / groups) * kernel volume, from graph params."""
+    s = generate(spec(op_sequence=[name], seed=seed, validate=False), seed)
+    node = s.graph["nodes"][0]
+    assert "conv_transpose" in s.pytorch
+    shapes, p = tensor_shapes(s.graph), node["params"]
+    x_shape = shapes[node["inputs"][0]]
+    c_out, groups, k = node["shape"][1], p["groups"], p["kernel_size"]
+    assert c_out % groups == 0
+    expected = 2 * math.prod(x_shape) * (c_out // groups) * k ** (len(x_shape) - 2)
+    assert s.flops_by_op[0] == s.flops == expected
