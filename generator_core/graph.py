@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from generator_core.ops.base import Operator, Plan
-from generator_core.symbolic import MAX_DIM, MAX_RANK, Tensor, Var
+from generator_core.symbolic import MAX_DIM, Tensor, Var
 
 # Chance that a DAG operator reads an older tensor instead of the newest one (fan-out,
 # several outputs) and that a partner input reuses an existing tensor (residual edges).
@@ -209,4 +209,4 @@ def _pick_input(b: Builder, op: Operator, produced: list[Tensor]) -> Tensor | No
     return b.rng.choice(older) if older else None
 
 
-__all__ = ["Builder", "Graph", "Node", "wire", "MAX_RANK"]
+__all__ = ["Builder", "Graph", "Node", "wire"]
