@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from dataclasses import dataclass
+from typing import Any
 
 from generator_core.graph import wire
 from generator_core.ops import OPERATORS, Operator
 from generator_core.render import graph_id, render_program
-from generator_core.sample import Sample
+from generator_core.sample import Sample, Validation
 from generator_core.solve import DTYPE_BYTES, INDEX_BYTES, Limits, solve_graph
 from generator_core.spec import GenerationSpec
-from generator_core.validate import validate_program
+from generator_core.validate import Verdict, validate_program
 
 MAX_ATTEMPTS = 8
 COMBINATION_DRAWS = 64
@@ -69,38 +71,75 @@ def reachable_estimate(ops: list[Operator], spec: GenerationSpec) -> int:
     return sum(max(op.flops_per_element_bound, op.flops_per_element) * per_tensor for op in ops)
 
 
-def generate(spec: GenerationSpec, index: int, *, device: str = "cpu") -> Sample:
+@dataclass
+class Candidate:
+    """One attempt that solved and rendered: becomes the sample if validation passes.
+    Plain data, so a solver process can hand it to a validation process."""
+
+    index: int
+    attempt: int
+    fields: dict[str, Any]  # Sample fields but attempts, rejected and validation
+    validation_seed: int
+
+
+def solve_attempt(spec: GenerationSpec, index: int, attempt: int) -> Candidate | str:
+    """Attempt `attempt` of `index`: wire, solve, render. A str is why it failed."""
     ops = combination(spec, index)
     limits = Limits(spec.min_flops, spec.max_flops, spec.max_tensor_numel, spec.max_total_bytes, spec.dtype)
-    failures: list[str] = []
+    seed = derive_seed(spec.seed, index, attempt)
+    graph = wire(ops, random.Random(seed), spec.topology)
+    solution = solve_graph(graph, limits, seed % 2**31, may_relax=attempt >= RELAX_FROM_ATTEMPT)
+    if solution is None:
+        return f"attempt {attempt}: no solution"
+    program = render_program(graph, solution.values, spec.dtype, spec.format)
+    fields = dict(
+        pytorch=program.code, difficulty=spec.difficulty,
+        id=graph_id(program.graph_json, spec.dtype), level=spec.difficulty, index=index,
+        seed=spec.seed, ops=[op.name for op in ops], format=spec.format, dtype=spec.dtype,
+        topology=spec.topology, flops=solution.flops,
+        flops_by_op=[sum(t.value(solution.values) for t in node.op.flops(node)) for node in graph.nodes],
+        min_flops=solution.min_flops, max_flops=spec.max_flops, flops_window_relaxed=solution.relaxed,
+        input_shapes=program.input_shapes, output_shapes=program.output_shapes,
+        bytes=_bytes(graph, solution.values, spec.dtype), graph=program.graph_json,
+    )
+    return Candidate(index, attempt, fields, validation_seed=seed)
+
+
+def validate_candidate(candidate: Candidate, *, device: str) -> Verdict:
+    f = candidate.fields
+    return validate_program(f["pytorch"], f["output_shapes"], fmt=f["format"], device=device,
+                            seed=candidate.validation_seed)
+
+
+def make_sample(candidate: Candidate, rejected: list[str], validation: Validation | None) -> Sample:
+    return Sample(**candidate.fields, attempts=candidate.attempt + 1, rejected=rejected, validation=validation)
+
+
+def rejection(candidate: Candidate, verdict: Verdict) -> str:
+    return f"attempt {candidate.attempt}: {verdict.reason}"
+
+
+def give_up(spec: GenerationSpec, index: int, rejected: list[str]) -> GenerationError:
+    names = ", ".join(op.name for op in combination(spec, index))
+    return GenerationError(f"index {index} ({names}): " + "; ".join(rejected))
+
+
+def generate(spec: GenerationSpec, index: int, *, device: str = "cpu") -> Sample:
+    """The sample at `index`: attempts in order until one solves and (if asked) validates.
+    The engine (service/engine) runs the same three steps in separate processes."""
+    rejected: list[str] = []
     for attempt in range(MAX_ATTEMPTS):
-        seed = derive_seed(spec.seed, index, attempt)
-        graph = wire(ops, random.Random(seed), spec.topology)
-        solution = solve_graph(graph, limits, seed % 2**31, may_relax=attempt >= RELAX_FROM_ATTEMPT)
-        if solution is None:
-            failures.append(f"attempt {attempt}: no solution")
+        candidate = solve_attempt(spec, index, attempt)
+        if isinstance(candidate, str):
+            rejected.append(candidate)
             continue
-        program = render_program(graph, solution.values, spec.dtype, spec.format)
-        validation = None
-        if spec.validate_samples:
-            verdict = validate_program(program.code, program.output_shapes, fmt=spec.format,
-                                       device=device, seed=seed)
-            if verdict.reason is not None:
-                failures.append(f"attempt {attempt}: {verdict.reason}")
-                continue
-            validation = verdict.validation
-        flops_by_op = [sum(t.value(solution.values) for t in node.op.flops(node)) for node in graph.nodes]
-        return Sample(
-            pytorch=program.code, difficulty=spec.difficulty,
-            id=graph_id(program.graph_json, spec.dtype), level=spec.difficulty, index=index,
-            seed=spec.seed, ops=[op.name for op in ops], format=spec.format, dtype=spec.dtype,
-            topology=spec.topology, flops=solution.flops, flops_by_op=flops_by_op,
-            min_flops=solution.min_flops, max_flops=spec.max_flops,
-            flops_window_relaxed=solution.relaxed, input_shapes=program.input_shapes,
-            output_shapes=program.output_shapes, bytes=_bytes(graph, solution.values, spec.dtype),
-            attempts=attempt + 1, rejected=failures, graph=program.graph_json, validation=validation,
-        )
-    raise GenerationError(f"index {index} ({', '.join(op.name for op in ops)}): " + "; ".join(failures))
+        if not spec.validate_samples:
+            return make_sample(candidate, rejected, None)
+        verdict = validate_candidate(candidate, device=device)
+        if verdict.reason is None:
+            return make_sample(candidate, rejected, verdict.validation)
+        rejected.append(rejection(candidate, verdict))
+    raise give_up(spec, index, rejected)
 
 
 def _bytes(graph, values, dtype) -> int:

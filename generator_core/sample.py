@@ -16,9 +16,11 @@ class OutputStats(BaseModel):
 
 
 class Validation(BaseModel):
+    """What executing the program showed. No timings: a sample is the same bytes in any
+    process (timings go to the engine's progress and metrics instead)."""
+
     device: str
     passed: bool
-    seconds: float
     outputs: list[OutputStats]
 
 

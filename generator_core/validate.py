@@ -3,10 +3,14 @@
 Rejects: any exception, a non-finite output, an output whose shape differs from the
 solved one, and a constant output (every element equal: a degenerate program). Inputs are
 made from a seeded generator, inside `fork_rng`, so validation leaves no global state.
+
+A sample must be the same bytes in any process, so what validation records is timing-free,
+and CPU execution runs on one thread (intra-op parallel reductions may round differently
+with another thread count, which would change the recorded output statistics).
 """
 from __future__ import annotations
 
-import time
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -36,11 +40,29 @@ def _entry_point(namespace: dict, fmt: str):
     return namespace["fused_operator"]
 
 
+def _round(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
 def _stats(t: torch.Tensor) -> OutputStats:
-    f = t.detach().to(torch.float64)
+    f = t.detach().float()  # a copy only for half / index outputs; float32 is read in place
     return OutputStats(shape=list(t.shape), dtype=str(t.dtype).removeprefix("torch."),
-                       mean=round(f.mean().item(), 6), std=round(f.std().item(), 6) if f.numel() > 1 else 0.0,
-                       min=round(f.min().item(), 6), max=round(f.max().item(), 6))
+                       mean=_round(f.mean(dtype=torch.float64).item()),
+                       std=_round(f.std().item()) if f.numel() > 1 else 0.0,
+                       min=_round(f.min().item()), max=_round(f.max().item()))
+
+
+@contextlib.contextmanager
+def _cpu_threads(device: str):
+    if device != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _judge(outputs: list[torch.Tensor], expected: list[list[int]]) -> str | None:
@@ -59,24 +81,21 @@ def _judge(outputs: list[torch.Tensor], expected: list[list[int]]) -> str | None
 def validate_program(code: str, expected_shapes: list[list[int]], *, fmt: str, device: str, seed: int) -> Verdict:
     device = resolve_device(device)
     outputs: list[torch.Tensor] = []
-    start = time.perf_counter()
     try:
         namespace: dict = {}
         exec(compile(code, "<tcgen-sample>", "exec"), namespace)  # our own rendered code, never client text
-        with torch.random.fork_rng(devices=[device] if device.startswith("cuda") else []), torch.no_grad():
+        with torch.random.fork_rng(devices=[device] if device.startswith("cuda") else []), \
+                torch.no_grad(), _cpu_threads(device):
             torch.manual_seed(seed)
             with torch.device(device):
                 inputs = namespace["get_inputs"]()
-            start = time.perf_counter()
             result = _entry_point(namespace, fmt)(*inputs)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
-        outputs = list(result) if isinstance(result, (list, tuple)) else [result]
-        reason = _judge(outputs, expected_shapes)
+            outputs = list(result) if isinstance(result, (list, tuple)) else [result]
+            reason = _judge(outputs, expected_shapes)
+            stats = [_stats(o) for o in outputs] if reason is None else []
     except Exception as exc:  # any failure of a generated program is a rejection, not a crash
-        seconds = time.perf_counter() - start
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-    stats = [_stats(o) for o in outputs] if reason is None else []
-    validation = Validation(device=device, passed=reason is None, seconds=round(seconds, 6), outputs=stats)
-    return Verdict(validation, reason)
+        stats = []
+    # "cuda", not "cuda:1": which GPU validated a sample must not change its bytes.
+    label = "cuda" if device.startswith("cuda") else device
+    return Verdict(Validation(device=label, passed=reason is None, outputs=stats), reason)

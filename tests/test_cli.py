@@ -19,13 +19,6 @@ def tcgen(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(TCGEN + list(args), capture_output=True, text=True, timeout=300)
 
 
-def comparable(line: str) -> dict:
-    """A JSONL record without its one timing field (validation.seconds)."""
-    record = json.loads(line)
-    record["validation"].pop("seconds")
-    return record
-
-
 def test_ops_json_lists_the_catalogue():
     """`tcgen ops --json` lists 61 operators, each with name, category and arity."""
     done = tcgen("ops", "--json")
@@ -71,9 +64,7 @@ def test_resume_completes_a_truncated_file(tmp_path):
     partial.write_text(lines[0] + lines[1] + lines[2][: len(lines[2]) // 2])
     done = tcgen("generate", "--output_file", str(partial), "--resume", *args)
     assert done.returncode == 0, done.stderr
-    resumed = partial.read_text().splitlines()
-    assert len(resumed) == 4
-    assert [comparable(line) for line in resumed] == [comparable(line) for line in lines]
+    assert partial.read_bytes() == full.read_bytes()  # byte-identical: samples carry no timings
 
 
 def test_generate_refuses_to_overwrite_without_resume(tmp_path):
