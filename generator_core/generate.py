@@ -6,7 +6,7 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from generator_core.graph import wire
 from generator_core.ops import OPERATORS, Operator
@@ -14,7 +14,9 @@ from generator_core.render import graph_id, render_program
 from generator_core.sample import Sample, Validation
 from generator_core.solve import DTYPE_BYTES, INDEX_BYTES, Limits, solve_graph
 from generator_core.spec import GenerationSpec
-from generator_core.validate import Verdict, validate_program
+
+if TYPE_CHECKING:  # torch is imported only where programs are executed (validation)
+    from generator_core.validate import Verdict
 
 MAX_ATTEMPTS = 8
 COMBINATION_DRAWS = 64
@@ -106,6 +108,8 @@ def solve_attempt(spec: GenerationSpec, index: int, attempt: int) -> Candidate |
 
 
 def validate_candidate(candidate: Candidate, *, device: str) -> Verdict:
+    from generator_core.validate import validate_program
+
     f = candidate.fields
     return validate_program(f["pytorch"], f["output_shapes"], fmt=f["format"], device=device,
                             seed=candidate.validation_seed)

@@ -11,6 +11,7 @@ with another thread count, which would change the recorded output statistics).
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -44,20 +45,12 @@ def _round(x: float) -> float:
     return float(f"{x:.6g}")
 
 
-def _stats(t: torch.Tensor) -> OutputStats:
-    f = t.detach().float()  # a copy only for half / index outputs; float32 is read in place
-    return OutputStats(shape=list(t.shape), dtype=str(t.dtype).removeprefix("torch."),
-                       mean=_round(f.mean(dtype=torch.float64).item()),
-                       std=_round(f.std().item()) if f.numel() > 1 else 0.0,
-                       min=_round(f.min().item()), max=_round(f.max().item()))
-
-
 @contextlib.contextmanager
 def _cpu_threads(device: str):
-    if device != "cpu":
+    before = torch.get_num_threads()
+    if device != "cpu" or before == 1:  # a validation worker pins one thread once, up front
         yield
         return
-    before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield
@@ -65,17 +58,33 @@ def _cpu_threads(device: str):
         torch.set_num_threads(before)
 
 
-def _judge(outputs: list[torch.Tensor], expected: list[list[int]]) -> str | None:
+def _examine(i: int, out: torch.Tensor, shape: list[int]) -> tuple[str | None, OutputStats | None]:
+    """One output's verdict and statistics, from one min/max pass: NaN and Inf show in the
+    extremes, and equal extremes mean a constant output."""
+    if list(out.shape) != shape:
+        return f"output {i} has shape {list(out.shape)}, solved {shape}", None
+    f = out.detach().float()  # a copy only for half / index outputs; float32 is read in place
+    low, high = (x.item() for x in torch.aminmax(f))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"output {i} is not finite", None
+    if f.numel() > 1 and low == high:
+        return f"output {i} is constant", None
+    stats = OutputStats(shape=shape, dtype=str(out.dtype).removeprefix("torch."),
+                        mean=_round(f.mean(dtype=torch.float64).item()),
+                        std=_round(f.std().item()) if f.numel() > 1 else 0.0, min=_round(low), max=_round(high))
+    return None, stats
+
+
+def _judge(outputs: list[torch.Tensor], expected: list[list[int]]) -> tuple[str | None, list[OutputStats]]:
     if len(outputs) != len(expected):
-        return f"returned {len(outputs)} outputs, expected {len(expected)}"
+        return f"returned {len(outputs)} outputs, expected {len(expected)}", []
+    stats = []
     for i, (out, shape) in enumerate(zip(outputs, expected)):
-        if list(out.shape) != shape:
-            return f"output {i} has shape {list(out.shape)}, solved {shape}"
-        if out.is_floating_point() and not bool(torch.isfinite(out).all()):
-            return f"output {i} is not finite"
-        if out.numel() > 1 and bool(out.max() == out.min()):
-            return f"output {i} is constant"
-    return None
+        reason, s = _examine(i, out, shape)
+        if reason is not None:
+            return reason, []
+        stats.append(s)
+    return None, stats
 
 
 def validate_program(code: str, expected_shapes: list[list[int]], *, fmt: str, device: str, seed: int) -> Verdict:
@@ -91,8 +100,7 @@ def validate_program(code: str, expected_shapes: list[list[int]], *, fmt: str, d
                 inputs = namespace["get_inputs"]()
             result = _entry_point(namespace, fmt)(*inputs)
             outputs = list(result) if isinstance(result, (list, tuple)) else [result]
-            reason = _judge(outputs, expected_shapes)
-            stats = [_stats(o) for o in outputs] if reason is None else []
+            reason, stats = _judge(outputs, expected_shapes)
     except Exception as exc:  # any failure of a generated program is a rejection, not a crash
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
         stats = []

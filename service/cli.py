@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -30,12 +31,16 @@ def _spec_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     _flag(p, "topology", default="dag", choices=["dag", "chain"])
     _flag(p, "max_tensor_numel", type=int, default=2**30)
-    _flag(p, "max_total_bytes", type=int, default=16 * 2**30)
-    _flag(p, "device", default="cpu", choices=["cpu", "cuda", "auto"], help="where samples are validated")
+    _flag(p, "max_total_bytes", type=int, help="default: what the validating device holds (at most 16 GiB)")
+    _flag(p, "device", default="auto", choices=["cpu", "cuda", "auto"], help="where samples are validated")
     _flag(p, "no_validate", action="store_true", help="skip executing the samples")
 
 
 def _spec(args: argparse.Namespace, **extra: Any) -> GenerationSpec:
+    if args.max_total_bytes is None:
+        from service.engine import default_max_total_bytes, device_slots
+
+        args.max_total_bytes = default_max_total_bytes(device_slots(args.device))
     fields = dict(level=args.level, seed=args.seed, min_flops=args.min_flops, max_flops=args.max_flops,
                   ops=args.ops, exclude_ops=args.exclude_ops, op_sequence=args.op_sequence, dtype=args.dtype,
                   topology=args.topology, max_tensor_numel=args.max_tensor_numel,
@@ -96,35 +101,59 @@ def _resume_point(path: str, spec: GenerationSpec) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from service.engine import Engine
+    from service.progress import ProgressReporter
 
-    spec = _spec(args, count=args.target_count, start_index=args.start_idx)
+    spec = _spec(args, count=args.target_count, start_index=args.start_idx, format=args.format)
     done = min(_resume_point(args.output_file, spec), spec.count) if args.resume else 0
     if not args.resume and os.path.exists(args.output_file) and os.path.getsize(args.output_file):
         print(f"error: output_file: {args.output_file} exists; pass --resume to continue it", file=sys.stderr)
         return 2
-    failed: list[str] = []
-    relaxed = 0
+    failed, relaxed, written = 0, 0, 0
     start = time.perf_counter()
-    with open(args.output_file, "a", encoding="utf-8") as out, \
-            tqdm(total=spec.count, initial=done, unit="sample", file=sys.stderr, disable=None) as bar:
-        for k in range(done, spec.count):
-            index = spec.start_index + k
-            try:
-                sample = generate(spec, index, device=args.device)
-            except GenerationError as exc:
-                failed.append(str(exc))
-                print(f"warning: {exc}", file=sys.stderr)
-            else:
-                out.write(sample.model_dump_json() + "\n")
-                out.flush()
-                relaxed += sample.flops_window_relaxed
-            bar.update(1)
+    engine = Engine(solver_workers=args.num_workers, device=args.device)
+    stopped = _stop_on_signals(engine)
+    with engine, open(args.output_file, "a", encoding="utf-8") as out:
+        report = ProgressReporter(spec.count, done, engine.progress)
+        try:
+            indices = range(spec.start_index + done, spec.start_index + spec.count)
+            for outcome in engine.run(spec, indices):
+                if outcome.json is None:
+                    failed += 1
+                    print(f"warning: {outcome.error}", file=sys.stderr)
+                else:
+                    out.write(outcome.json + "\n")  # whole lines only
+                    out.flush()
+                    written += 1
+                    relaxed += outcome.relaxed
+                report.update()
+        finally:
+            report.close()
     seconds = time.perf_counter() - start
-    written = spec.count - done - len(failed)
-    print(f"wrote {written} samples to {args.output_file} in {seconds:.1f} s "
-          f"({written / max(seconds, 1e-9):.1f}/s); relaxed window: {relaxed}; failed: {len(failed)}", file=sys.stderr)
+    p = engine.progress
+    print(f"wrote {written} samples to {args.output_file} in {seconds:.1f} s ({written / max(seconds, 1e-9):.1f}/s); "
+          f"relaxed window: {relaxed}; rejected attempts: {p.rejected}; failed: {failed}; worker restarts: "
+          f"{p.restarts}; max_total_bytes {spec.max_total_bytes}", file=sys.stderr)
+    if stopped:
+        print(f"interrupted by {stopped[0]}: {done + written + failed} of {spec.count} done; "
+              f"continue with --resume", file=sys.stderr)
+        return 128 + int(getattr(signal, stopped[0]))
     return 3 if failed else 0
+
+
+def _stop_on_signals(engine) -> list[str]:
+    """SIGINT / SIGTERM: stop handing out work and finish whole lines; a second Ctrl-C
+    interrupts at once. Returns a list that receives the signal's name."""
+    stopped: list[str] = []
+
+    def handler(signum, frame):
+        stopped.append(signal.Signals(signum).name)
+        engine.request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stopped
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "output_file", required=True)
     _flag(p, "target_count", type=int, default=10000)
     _flag(p, "start_idx", type=int, default=0)
+    _flag(p, "num_workers", type=int, default=os.cpu_count() or 1, help="solver processes (default: CPU count)")
+    _flag(p, "format", default="fused_operator", choices=["fused_operator", "kernelbench"])
     _flag(p, "resume", action="store_true", help="continue an interrupted file")
     p.set_defaults(run=cmd_generate)
     return parser

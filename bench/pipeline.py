@@ -1,0 +1,122 @@
+"""Engine throughput: samples/s with validation off and on, for 1 and for all workers.
+
+    python -m bench.pipeline [--level 2] [--count 1500] [--workers 1 2] [--device cpu]
+                             [--min_flops 65536] [--max_flops 4194304] [--memory 2000] [--json]
+
+Rates are steady-state: the engine is started and warmed up (workers spawned, first
+samples done) before the clock starts. `bare` is the in-process rate of `generate` with
+validation off, i.e. what `bench.solve` measures per core;
+the engine with validation off is compared with bare x workers. `--memory N` then runs N
+validated samples with all workers and reports the resident memory of the parent and every
+worker process together, sampled as samples complete: after warm-up (10%) vs at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import psutil
+
+from generator_core import GenerationSpec
+from generator_core import generate
+from service.engine import Engine
+
+WARMUP = 20
+
+
+def bare_rate(spec: GenerationSpec, count: int) -> float:
+    """What bench.solve measures: `generate` in a loop in this process (validation off)."""
+    start = time.perf_counter()
+    for index in range(count):
+        generate(spec, index)
+    return count / (time.perf_counter() - start)
+
+
+def engine_rate(spec: GenerationSpec, count: int, workers: int, device: str) -> float:
+    with Engine(solver_workers=workers, device=device) as engine:
+        engine.start(validation=spec.validate_samples)
+        engine.wait_ready()
+        for _ in engine.run(spec, range(10**6, 10**6 + WARMUP)):  # indices unused by the timed run
+            pass
+        start = time.perf_counter()
+        failed = sum(o.json is None for o in engine.run(spec, range(count)))
+        rate = count / (time.perf_counter() - start)
+    if failed:
+        print(f"  ({failed} indices failed)")
+    return rate
+
+
+def tree_rss(pid: int) -> int:
+    parent = psutil.Process(pid)
+    total = 0
+    for p in [parent] + parent.children(recursive=True):
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def memory_run(spec: GenerationSpec, count: int, workers: int, device: str) -> dict:
+    samples = []
+    with Engine(solver_workers=workers, device=device) as engine:
+        for k, _ in enumerate(engine.run(spec, range(count)), 1):
+            if k % max(1, count // 50) == 0:
+                samples.append((k, tree_rss(os.getpid())))
+    warm = next(rss for k, rss in samples if k >= count // 10)
+    peak_after_warm = max(rss for k, rss in samples if k >= count // 10)
+    return {"samples": count, "rss_after_warmup_mb": round(warm / 2**20), "rss_end_mb": round(samples[-1][1] / 2**20),
+            "peak_after_warmup_mb": round(peak_after_warm / 2**20),
+            "growth_after_warmup": round(peak_after_warm / warm - 1, 4),
+            "trace_mb": [(k, round(r / 2**20)) for k, r in samples[:: max(1, len(samples) // 10)]]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--level", type=int, default=2)
+    parser.add_argument("--count", type=int, default=1500)
+    parser.add_argument("--workers", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--min_flops", type=int, default=2**16)
+    parser.add_argument("--max_flops", type=int, default=2**22)
+    parser.add_argument("--memory", type=int, default=0, help="also run this many samples and report RSS")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    base = dict(level=args.level, min_flops=args.min_flops, max_flops=args.max_flops)
+    off, on = GenerationSpec(**base, validate=False), GenerationSpec(**base, validate=True)
+    result = {"level": args.level, "window": [args.min_flops, args.max_flops], "device": args.device,
+              "cpu_count": os.cpu_count(), "bare_per_core": round(bare_rate(off, args.count), 1), "rows": []}
+    for w in args.workers:
+        row = {"workers": w, "validation_off": round(engine_rate(off, args.count, w, args.device), 1),
+               "validation_on": round(engine_rate(on, args.count, w, args.device), 1)}
+        row["off_vs_bare_x_workers"] = round(row["validation_off"] / (result["bare_per_core"] * w), 3)
+        result["rows"].append(row)
+    rows = result["rows"]
+    if len(rows) > 1:
+        result["speedup_on"] = round(rows[-1]["validation_on"] / rows[0]["validation_on"], 2)
+        result["speedup_off"] = round(rows[-1]["validation_off"] / rows[0]["validation_off"], 2)
+    if args.memory:
+        result["memory"] = memory_run(on, args.memory, args.workers[-1], args.device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"bench.pipeline: level {args.level}, window {args.min_flops}..{args.max_flops}, device {args.device}, "
+          f"{result['cpu_count']} CPUs, {args.count} samples per run")
+    print(f"bare in-process solve rate (1 core, validation off): {result['bare_per_core']}/s")
+    for r in rows:
+        print(f"workers {r['workers']}: validation off {r['validation_off']}/s "
+              f"({r['off_vs_bare_x_workers']:.0%} of bare x workers), validation on {r['validation_on']}/s")
+    if len(rows) > 1:
+        print(f"speedup {rows[0]['workers']} -> {rows[-1]['workers']} workers: validation on "
+              f"{result['speedup_on']}x, off {result['speedup_off']}x")
+    if args.memory:
+        m = result["memory"]
+        print(f"memory, {m['samples']} validated samples: RSS of all processes {m['rss_after_warmup_mb']} MB after "
+              f"warm-up, peak after warm-up {m['peak_after_warmup_mb']} MB, end {m['rss_end_mb']} MB "
+              f"(growth {m['growth_after_warmup']:.1%}); trace {m['trace_mb']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Which validation workers to start, and how much memory one program may use on them."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+MAX_PROGRAM_BYTES = 16 * 2**30  # the spec's own default and ceiling of the default
+
+
+@dataclass(frozen=True)
+class DeviceSlot:
+    label: str  # "cpu" or "cuda:<physical index>"
+    env: dict[str, str]  # set in the worker's environment before anything is imported
+
+
+def visible_gpus() -> list[str]:
+    """Physical ids of the GPUs this process may use (CUDA_VISIBLE_DEVICES, else all)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        import torch  # the parent only counts devices; it never creates a CUDA context
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:
+        return []
+
+
+def device_slots(device: str) -> list[DeviceSlot]:
+    """One validation worker per visible GPU (pinned with CUDA_VISIBLE_DEVICES), or the CPU
+    (whose validation the solver workers do). `device` is cpu, cuda or auto."""
+    if device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"device: expected cpu, cuda or auto, got {device!r}")
+    gpus = [] if device == "cpu" else visible_gpus()
+    if device == "cuda" and not gpus:
+        raise ValueError("device: cuda was asked for but no CUDA device is visible")
+    if not gpus:
+        return [DeviceSlot("cpu", {"CUDA_VISIBLE_DEVICES": ""})]
+    return [DeviceSlot(f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": g}) for g in gpus]
+
+
+def _host_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def default_max_total_bytes(slots: list[DeviceSlot]) -> int:
+    """A program budget every validation device can hold. A worker validates one program
+    at a time; a quarter of host memory (CPU) or 80% of the smallest GPU leaves room for
+    operator temporaries, the allocator's cache and the other processes."""
+    if slots[0].label == "cpu":
+        return min(MAX_PROGRAM_BYTES, _host_memory_bytes() // 4)
+    import torch
+
+    smallest = min(torch.cuda.get_device_properties(int(s.label.split(":")[1])).total_memory for s in slots)
+    return min(MAX_PROGRAM_BYTES, int(smallest * 0.8))

@@ -1,0 +1,104 @@
+"""Entry points of the engine's worker processes (started with the spawn method).
+
+A worker reads requests from its end of a pipe and answers each with one message. It
+ignores SIGINT (Ctrl-C reaches the whole process group; the parent decides what stops)
+and exits when the pipe closes, so a parent killed with -9 leaves no orphans running.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+# Faults the tests inject on purpose: TCGEN_TEST_CRASH="solve:<index>" or "validate:<index>"
+# makes that worker kill itself (SIGKILL) when it receives that index, as a segfault or
+# the OOM killer would. Unset in normal runs.
+CRASH_ENV = "TCGEN_TEST_CRASH"
+
+
+def _maybe_crash(stage: str, index: int) -> None:
+    spec = os.environ.get(CRASH_ENV, "")
+    if spec and spec in (f"{stage}:{index}", f"{stage}:*"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _serve(conn, handle) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if request is None:
+            return
+        conn.send(handle(request))
+
+
+def _done(index: int, candidate, rejected: list[str], validation, label: str | None) -> tuple[Any, ...]:
+    """The finished sample, serialised here so the parent only routes and writes bytes."""
+    from generator_core.generate import make_sample
+
+    sample_json = make_sample(candidate, rejected, validation).model_dump_json()
+    return ("done", index, candidate.attempt, sample_json, candidate.fields["flops_window_relaxed"], label)
+
+
+def _validator(label: str):
+    """validate(index, candidate, rejected) -> the worker's answer, on this process's device.
+    CUDA_VISIBLE_DEVICES was set before the process started, so torch (imported here, the
+    first time in this process) sees exactly the one GPU of `label`."""
+    import torch
+
+    from generator_core.generate import rejection, validate_candidate
+
+    device = "cpu" if label == "cpu" else "cuda"
+    if device == "cpu":
+        torch.set_num_threads(1)  # what validate_program uses anyway; set once, not per sample
+
+    def validate(index: int, candidate, rejected: list[str]) -> tuple[Any, ...]:
+        _maybe_crash("validate", index)
+        verdict = validate_candidate(candidate, device=device)
+        if verdict.reason is not None:
+            return ("rejected", index, candidate.attempt, rejection(candidate, verdict))
+        return _done(index, candidate, rejected, verdict.validation, label)
+
+    return validate
+
+
+def solver_main(conn, validate_on: str | None = None) -> None:
+    """Solves attempts. With `validate_on` ("cpu": no GPU on this machine) it also validates
+    them itself; otherwise a validated spec's candidates go back to be sent to a GPU worker."""
+    from generator_core.generate import solve_attempt
+    from generator_core.spec import GenerationSpec
+
+    specs: dict[str, GenerationSpec] = {}
+    validate = None
+
+    def handle(request: tuple[str, int, int, list[str]]) -> tuple[Any, ...]:
+        nonlocal validate
+        spec_json, index, attempt, rejected = request
+        spec = specs.get(spec_json)
+        if spec is None:
+            spec = specs[spec_json] = GenerationSpec.model_validate_json(spec_json)
+        _maybe_crash("solve", index)
+        result = solve_attempt(spec, index, attempt)
+        if isinstance(result, str):
+            return ("rejected", index, attempt, result)
+        if not spec.validate_samples:
+            return _done(index, result, rejected, None, None)
+        if validate_on is None:
+            return ("solved", index, attempt, result)
+        validate = validate or _validator(validate_on)  # torch is imported on first use only
+        return validate(index, result, rejected)
+
+    _serve(conn, handle)
+
+
+def validation_main(conn, label: str) -> None:
+    validate = _validator(label)
+    _serve(conn, lambda request: validate(*request))
+
+
+if __name__ == "__main__":  # pragma: no cover - not a command
+    sys.exit("service.engine.workers is started by the engine")
