@@ -11,16 +11,26 @@ import signal
 import sys
 from typing import Any
 
-# Faults the tests inject on purpose: TCGEN_TEST_CRASH="solve:<index>" or "validate:<index>"
-# makes that worker kill itself (SIGKILL) when it receives that index, as a segfault or
-# the OOM killer would. Unset in normal runs.
+# Faults the tests inject on purpose: TCGEN_TEST_CRASH="<stage>:<index>[:<once-file>]" makes
+# the worker kill itself (SIGKILL, as a segfault or the OOM killer would) when it reaches
+# <stage> (solve or validate) for <index>; with <once-file>, only the first time (the file
+# records it). Unset in normal runs.
 CRASH_ENV = "TCGEN_TEST_CRASH"
 
 
 def _maybe_crash(stage: str, index: int) -> None:
-    spec = os.environ.get(CRASH_ENV, "")
-    if spec and spec in (f"{stage}:{index}", f"{stage}:*"):
-        os.kill(os.getpid(), signal.SIGKILL)
+    planned = os.environ.get(CRASH_ENV, "")
+    if not planned:
+        return
+    want_stage, want_index, *once = planned.split(":", 2)
+    if (want_stage, want_index) != (stage, str(index)):
+        return
+    if once:
+        try:
+            os.close(os.open(once[0], os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return  # crashed once already
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _serve(conn, handle) -> None:

@@ -1,0 +1,104 @@
+"""The engine: the same bytes whatever the number of workers, killed workers and interruptions."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from generator_core import GenerationSpec
+from service.engine import Engine
+from service.engine.workers import CRASH_ENV
+
+TCGEN = [shutil.which("tcgen") or sys.executable, *([] if shutil.which("tcgen") else ["-m", "service.cli"])]
+WINDOW = ["--min_flops", "65536", "--max_flops", "4194304", "--device", "cpu"]
+LEVEL1 = ["--level", "1", "--target_count", "200", *WINDOW]
+SPEC1 = GenerationSpec(level=1, min_flops=65536, max_flops=4194304)
+
+
+def generate_file(path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*TCGEN, "generate", "--output_file", str(path), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """200 level-1 samples written by one worker: the uninterrupted, fault-free run."""
+    path = tmp_path_factory.mktemp("ref") / "one_worker.jsonl"
+    done = generate_file(path, *LEVEL1, "--num_workers", "1")
+    assert done.returncode == 0, done.stderr
+    return path.read_bytes()
+
+
+def test_file_is_identical_for_one_and_two_workers(reference, tmp_path):
+    """Acceptance 1: 200 validated level-1 lines, the same bytes for --num_workers 1 and 2."""
+    done = generate_file(tmp_path / "two.jsonl", *LEVEL1, "--num_workers", "2")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "two.jsonl").read_bytes() == reference
+    records = [json.loads(line) for line in reference.splitlines()]
+    assert [r["index"] for r in records] == list(range(200))
+    assert all(r["validation"]["passed"] and r["validation"]["device"] == "cpu" for r in records)
+
+
+def test_workers_killed_mid_run_change_nothing(reference, tmp_path, monkeypatch):
+    """kill -9 from outside of both solver workers mid-run, plus one worker that dies while
+    validating (self-inflicted SIGKILL, once): the run completes with the reference bytes."""
+    monkeypatch.setenv(CRASH_ENV, f"validate:150:{tmp_path / 'crashed-once'}")
+    lines = []
+    with Engine(solver_workers=2, device="cpu") as engine:
+        for outcome in engine.run(SPEC1, range(200)):
+            lines.append(outcome.json)
+            if len(lines) in (40, 90):
+                victim = engine.worker_pids()["solver"][len(lines) // 90]
+                os.kill(victim, signal.SIGKILL)
+        restarts = engine.progress.restarts
+    assert restarts >= 3  # two external kills and the crash during validation
+    assert (tmp_path / "crashed-once").exists()
+    assert "".join(line + "\n" for line in lines).encode() == reference
+
+
+def test_a_sample_that_always_kills_its_worker_is_given_up(reference, monkeypatch):
+    """A request that kills every worker it reaches is given up after a bounded number of
+    tries and reported; every other index is unaffected."""
+    monkeypatch.setenv(CRASH_ENV, "solve:7")
+    with Engine(solver_workers=2, device="cpu") as engine:
+        outcomes = list(engine.run(SPEC1, range(12)))
+    assert outcomes[7].json is None and "given up" in outcomes[7].error and "index 7" in outcomes[7].error
+    expected = reference.splitlines()
+    assert [o.json.encode() for o in outcomes if o.index != 7] == [expected[i] for i in range(12) if i != 7]
+
+
+def _interrupt(path, sig: int, group: bool, *args: str) -> subprocess.CompletedProcess:
+    """Start `tcgen generate`, send `sig` once some lines are written (to the whole process
+    group, as Ctrl-C in a terminal does, or to the parent only), and wait for it."""
+    proc = subprocess.Popen([*TCGEN, "generate", "--output_file", str(path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (path.exists() and path.read_bytes().count(b"\n") >= 20):
+        assert proc.poll() is None and time.monotonic() < deadline, "run ended before it could be interrupted"
+        time.sleep(0.02)
+    (os.killpg if group else os.kill)(proc.pid, sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("sig, group, code", [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)])
+def test_interrupted_run_resumes_to_the_same_file(tmp_path, sig, group, code):
+    """SIGINT (Ctrl-C to the process group) or SIGTERM mid-run: only whole lines are left,
+    and --resume ends with the same file as an uninterrupted run."""
+    args = ["--level", "2", "--target_count", "400", "--seed", "5", "--num_workers", "1", *WINDOW]
+    stopped = _interrupt(tmp_path / "run.jsonl", sig, group, *args)
+    assert stopped.returncode == code, stopped.stderr
+    assert "--resume" in stopped.stderr
+    partial = (tmp_path / "run.jsonl").read_bytes()
+    assert partial.endswith(b"\n") and 20 <= partial.count(b"\n") < 400
+    resumed = generate_file(tmp_path / "run.jsonl", *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    uninterrupted = generate_file(tmp_path / "full.jsonl", *args[:-len(WINDOW)], *WINDOW)
+    assert uninterrupted.returncode == 0
+    assert (tmp_path / "run.jsonl").read_bytes() == (tmp_path / "full.jsonl").read_bytes()
