@@ -34,7 +34,10 @@ SOLVER_DEPTH = 4
 PARENT_NAP_S = 0.002
 WINDOW_PER_WORKER = 256
 VALIDATION_DEPTH = 2
-SOLVER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+# Every program has new shapes, so oneDNN's per-shape kernel cache (1024 entries by
+# default) only grows a worker's memory; a few entries are enough.
+WORKER_ENV = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8", "DNNL_PRIMITIVE_CACHE_CAPACITY": "8"}
+SOLVER_ENV = {**WORKER_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
 @dataclass
@@ -91,7 +94,8 @@ class Engine:
         self._solvers = [Worker(f"tcgen-solver-{i}", solver_main, args=("cpu" if on_cpu else None,),
                                 env=SOLVER_ENV, capacity=SOLVER_DEPTH) for i in range(self.solver_workers)]
         self._validators = [] if on_cpu else [
-            Worker(f"tcgen-validate-{s.label}", validation_main, args=(s.label,), env=s.env, capacity=VALIDATION_DEPTH)
+            Worker(f"tcgen-validate-{s.label}", validation_main, args=(s.label,), env={**WORKER_ENV, **s.env},
+                   capacity=VALIDATION_DEPTH)
             for s in self.slots]
 
     # -- lifecycle ----------------------------------------------------------------------

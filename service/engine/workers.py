@@ -6,6 +6,7 @@ and exits when the pipe closes, so a parent killed with -9 leaves no orphans run
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sys
@@ -54,6 +55,18 @@ def _done(index: int, candidate, rejected: list[str], validation, label: str | N
     return ("done", index, candidate.attempt, sample_json, candidate.fields["flops_window_relaxed"], label)
 
 
+def _release_memory():
+    """Give memory freed by the last program back to the OS. glibc keeps freed heap pages
+    of the (varied, often large) tensors of each program, so a long run's RSS would
+    ratchet up to fragmentation of the largest ones (measured: 390 -> 510 MB per worker
+    over 4000 samples without this; 340 -> 350 MB with it)."""
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return lambda: None
+    return lambda: trim(0)
+
+
 def _validator(label: str):
     """validate(index, candidate, rejected) -> the worker's answer, on this process's device.
     CUDA_VISIBLE_DEVICES was set before the process started, so torch (imported here, the
@@ -63,12 +76,14 @@ def _validator(label: str):
     from generator_core.generate import rejection, validate_candidate
 
     device = "cpu" if label == "cpu" else "cuda"
+    release_memory = _release_memory()
     if device == "cpu":
         torch.set_num_threads(1)  # what validate_program uses anyway; set once, not per sample
 
     def validate(index: int, candidate, rejected: list[str]) -> tuple[Any, ...]:
         _maybe_crash("validate", index)
         verdict = validate_candidate(candidate, device=device)
+        release_memory()
         if verdict.reason is not None:
             return ("rejected", index, candidate.attempt, rejection(candidate, verdict))
         return _done(index, candidate, rejected, verdict.validation, label)
