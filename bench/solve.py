@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 
@@ -22,7 +23,8 @@ from generator_core.generate import combination, reachable_estimate
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+    """Nearest-rank percentile: the smallest value with at least q of the values at or below it."""
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
 def bench_level(level: int, count: int, min_flops: int, max_flops: int, seed: int) -> dict:

@@ -174,7 +174,9 @@ def wire(ops: list[Operator], rng: random.Random, topology: str) -> Graph:
 
 
 def _facts(op: Operator, x: Tensor) -> frozenset[str]:
-    facts = op.makes_facts | (x.facts - {"monotone"} if op.keeps_facts else frozenset())
+    # A reduction of sparse values is not sparse (sums, means and maxima are mostly > 0).
+    lost = {"monotone", "sparse"} if op.family == "reduction" else {"monotone"}
+    facts = op.makes_facts | (x.facts - lost if op.keeps_facts else frozenset())
     if op.extreme_of_large and "large" in x.facts:
         facts |= {"saturating"}
     return facts

@@ -25,6 +25,9 @@ VALUE_FACTS = {
     "monotone": "sorted along an axis (CumMax, CumMin): arg-reductions along it are constant",
     "large": "magnitudes grow with a reduction length (Matmul, Bmm, Conv)",
     "saturating": "large and of one sign (the max of large values): squashing maps saturate",
+    "extreme": "the max or min over an axis: one sign, mostly beyond +-1, so clamps saturate",
+    "sparse": "about half the values exactly 0 (ReLU): a min over an axis is 0",
+    "clipped": "many values at a clip bound (Clamp, HardTanh): a max over a window is the bound",
 }
 
 

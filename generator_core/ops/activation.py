@@ -27,6 +27,7 @@ class Unary(Operator):
 @register
 class ReLU(Unary):
     collapses_on = frozenset({"nonpositive"})
+    makes_facts = frozenset({"sparse"})
     call = "torch.relu({x})"
 
 
@@ -109,7 +110,8 @@ class ELU(Unary):
 @register
 class HardTanh(Unary):
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
-    collapses_on = frozenset({"nonpositive", "concentrated", "discrete", "saturating"})
+    makes_facts = frozenset({"clipped"})
+    collapses_on = frozenset({"nonpositive", "concentrated", "discrete", "saturating", "extreme"})
     flops_per_element = 2
     call = F + ".hardtanh({x}, min_val={min_val}, max_val={max_val})"
 
@@ -127,7 +129,8 @@ class LogSigmoid(Unary):
 @register
 class Clamp(Unary):
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
-    collapses_on = frozenset({"nonpositive", "concentrated", "discrete", "saturating"})
+    makes_facts = frozenset({"clipped"})
+    collapses_on = frozenset({"nonpositive", "concentrated", "discrete", "saturating", "extreme"})
     flops_per_element = 2
     call = "torch.clamp({x}, min={min}, max={max})"
 

@@ -20,6 +20,8 @@ class Pool(Operator):
 
     def __init__(self):
         self.extreme_of_large = self.kind == "max"
+        if self.kind == "max":  # the max of a window of clipped values is the clip bound
+            self.collapses_on = frozenset({"clipped"})
         self.input_ranks = (self.n + 2,)
         self.flops_per_element_bound = KERNEL_MAX[self.n] ** self.n
 

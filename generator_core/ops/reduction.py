@@ -55,7 +55,8 @@ class Mean(Reduction):
 @register
 class Max(Reduction):
     extreme_of_large = True
-    collapses_on = frozenset({"discrete"})  # the max of 0/1 indices is 1
+    makes_facts = frozenset({"extreme"})
+    collapses_on = frozenset({"discrete", "clipped"})  # the max of 0/1 indices is 1, of clipped values the bound
     keeps_facts = True
     call = "torch.max({x}, dim={dim}, keepdim={keepdim}).values"
 
@@ -63,7 +64,8 @@ class Max(Reduction):
 @register
 class Min(Reduction):
     extreme_of_large = True
-    collapses_on = frozenset({"discrete"})  # the max of 0/1 indices is 1
+    makes_facts = frozenset({"extreme"})
+    collapses_on = frozenset({"discrete", "sparse", "clipped"})  # the min of 0/1 indices is 0, of ReLU outputs 0
     keeps_facts = True
     call = "torch.min({x}, dim={dim}, keepdim={keepdim}).values"
 
