@@ -111,7 +111,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 2
     failed, relaxed, written = 0, 0, 0
     start = time.perf_counter()
-    engine = Engine(solver_workers=args.num_workers, device=args.device)
+    engine = Engine(solver_workers=args.num_workers, device=args.device, cpu_validation=args.cpu_validation)
     stopped = _stop_on_signals(engine)
     with engine, open(args.output_file, "a", encoding="utf-8") as out:
         report = ProgressReporter(spec.count, done, engine.progress)
@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "num_workers", type=int, default=os.cpu_count() or 1, help="solver processes (default: CPU count)")
     _flag(p, "format", default="fused_operator", choices=["fused_operator", "kernelbench"])
     _flag(p, "resume", action="store_true", help="continue an interrupted file")
+    _flag(p, "cpu_validation", default="inline", choices=["inline", "worker"],
+          help="without a GPU: validate in each solver process (inline, faster) or in one "
+               "dedicated validation process, as each GPU gets (worker)")
     p.set_defaults(run=cmd_generate)
     return parser
 

@@ -62,6 +62,24 @@ def test_workers_killed_mid_run_change_nothing(reference, tmp_path, monkeypatch)
     assert "".join(line + "\n" for line in lines).encode() == reference
 
 
+def test_dedicated_validation_worker_killed_from_outside_changes_nothing(reference):
+    """The per-device path (one dedicated validation process, as each GPU gets), on the CPU:
+    kill -9 from outside of the validation worker and of a solver worker mid-run; both are
+    replaced, only their in-flight samples are redone, and the bytes equal the reference."""
+    lines = []
+    with Engine(solver_workers=2, device="cpu", cpu_validation="worker") as engine:
+        for outcome in engine.run(SPEC1, range(200)):
+            lines.append(outcome.json)
+            if len(lines) == 50:
+                os.kill(engine.worker_pids()["validation"][0], signal.SIGKILL)
+            if len(lines) == 120:
+                os.kill(engine.worker_pids()["solver"][1], signal.SIGKILL)
+        assert engine.progress.validated["cpu"] >= 200  # validated by the dedicated worker
+        restarts = engine.progress.restarts
+    assert restarts == 2
+    assert "".join(line + "\n" for line in lines).encode() == reference
+
+
 def test_a_sample_that_always_kills_its_worker_is_given_up(reference, monkeypatch):
     """A request that kills every worker it reaches is given up after a bounded number of
     tries and reported; every other index is unaffected."""

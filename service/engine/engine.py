@@ -16,7 +16,7 @@ import selectors
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from generator_core.generate import MAX_ATTEMPTS, Candidate, give_up
 from generator_core.sample import Sample
@@ -66,6 +66,21 @@ class Progress:
 
 
 @dataclass
+class Observer:
+    """Hooks the service's metrics plug into; the default observes nothing. Called from the
+    thread that runs the engine."""
+
+    def stage_timed(self, stage: str, seconds: float) -> None:
+        """One solve or validation step of `seconds` (stage: solve or validate)."""
+
+    def attempt_rejected(self, reason: str) -> None:
+        """An attempt was redone: no solution, or validation rejected it (`reason` says why)."""
+
+    def worker_restarted(self, stage: str) -> None:
+        """A solver or validation worker died and was replaced."""
+
+
+@dataclass
 class _Index:
     attempt: int = 0
     rejected: list[str] = field(default_factory=list)
@@ -74,26 +89,32 @@ class _Index:
 
 
 class Engine:
-    def __init__(self, solver_workers: int | None = None, device: str = "auto", max_in_flight: int | None = None):
-        self.solver_workers = solver_workers or os.cpu_count() or 1
+    def __init__(self, solver_workers: int | None = None, device: str = "auto", max_in_flight: int | None = None,
+                 cpu_validation: str = "inline", observer: Observer | None = None):
+        self.solver_workers = solver_workers if solver_workers is not None else (os.cpu_count() or 1)
         if self.solver_workers < 1:
             raise ValueError(f"num_workers: must be at least 1, got {self.solver_workers}")
+        if cpu_validation not in ("inline", "worker"):
+            raise ValueError(f"cpu_validation: expected inline or worker, got {cpu_validation!r}")
         self.slots: list[DeviceSlot] = device_slots(device)
-        # Without a GPU, validating is CPU work like solving: each solver worker validates
-        # its own samples (measured at level 2, small window, 2 cores: 1 -> 2 workers gave
-        # 1.9x with validation in the workers, 1.4-1.8x with separate CPU validation
-        # processes, whose IPC and scheduling cost as much as the validation they took over).
-        on_cpu = self.slots[0].label == "cpu"
+        # Without a GPU, validating is CPU work like solving: by default ("inline") each
+        # solver worker validates its own samples (measured at level 2, small window, 2
+        # cores: 1 -> 2 workers gave 1.9x with validation in the workers, 1.4-1.8x with a
+        # separate CPU validation process, whose IPC and scheduling cost as much as the
+        # validation it took over). "worker" gives the CPU one dedicated validation process,
+        # exactly as each GPU gets one (the same code path, testable without a GPU).
+        inline = self.slots[0].label == "cpu" and cpu_validation == "inline"
         # Indices in flight: results leave in index order, so one slow sample holds back the
         # finished ones behind it; a deep window keeps every worker busy meanwhile (each
         # waiting result is one JSON line in memory).
-        self.window = max_in_flight or WINDOW_PER_WORKER * (self.solver_workers + (0 if on_cpu else len(self.slots)))
+        self.window = max_in_flight or WINDOW_PER_WORKER * (self.solver_workers + (0 if inline else len(self.slots)))
         self.progress = Progress()
+        self.observer = observer or Observer()
         self._stop = False
         self._selector = selectors.DefaultSelector()
-        self._solvers = [Worker(f"tcgen-solver-{i}", solver_main, args=("cpu" if on_cpu else None,),
+        self._solvers = [Worker(f"tcgen-solver-{i}", solver_main, args=("cpu" if inline else None,),
                                 env=SOLVER_ENV, capacity=SOLVER_DEPTH) for i in range(self.solver_workers)]
-        self._validators = [] if on_cpu else [
+        self._validators = [] if inline else [
             Worker(f"tcgen-validate-{s.label}", validation_main, args=(s.label,), env={**WORKER_ENV, **s.env},
                    capacity=VALIDATION_DEPTH)
             for s in self.slots]
@@ -155,15 +176,19 @@ class Engine:
                 "validation": [w.process.pid for w in self._validators if w.process]}
 
     # -- running ------------------------------------------------------------------------
-    def run(self, spec: GenerationSpec, indices: Iterable[int]) -> Iterator[Outcome]:
-        """Outcomes of `indices`, in their order, with at most `window` indices in flight."""
+    def run(self, spec: GenerationSpec, indices: Iterable[int],
+            stop_when: Callable[[], bool] | None = None) -> Iterator[Outcome]:
+        """Outcomes of `indices`, in their order, with at most `window` indices in flight.
+        Stops early (after the outcomes already in order) on `request_stop()` or once
+        `stop_when()` is true (a cancelled job, a draining service)."""
         self.start(validation=spec.validate_samples)
         run = _Run(self, spec)
         order = iter(indices)
         admitted: deque[int] = deque()
         exhausted = False
         while True:
-            while not exhausted and len(run.states) < self.window and not self._stop:
+            stopping = self._stop or (stop_when is not None and stop_when())
+            while not exhausted and len(run.states) < self.window and not stopping:
                 index = next(order, None)
                 if index is None:
                     exhausted = True
@@ -178,7 +203,7 @@ class Engine:
                 self.progress.done += 1
                 self.progress.failed += outcome.json is None
                 yield outcome
-            if self._stop or (exhausted and not admitted):
+            if stopping or (exhausted and not admitted):
                 return
             run.dispatch()
             if all(len(w.in_flight) >= 2 for w in self._solvers):
@@ -237,6 +262,8 @@ class _Run:
             return
         index = message[1]
         w.in_flight.pop(index, None)
+        for stage, seconds in message[-1].items():
+            self.engine.observer.stage_timed(stage, seconds)
         state = self.states.get(index)
         if state is None or index in self.done:
             return
@@ -260,6 +287,7 @@ class _Run:
         state.rejected.append(why)
         state.attempt += 1
         self.engine.progress.rejected += 1
+        self.engine.observer.attempt_rejected(why)
         if state.attempt >= MAX_ATTEMPTS:
             self.done[index] = Outcome(index, None, error=str(give_up(self.spec, index, state.rejected)))
         else:
@@ -273,6 +301,7 @@ class _Run:
         self.engine._watch(w)
         self.engine.progress.restarts += 1
         stage = "validation" if w in self.engine._validators else "solver"
+        self.engine.observer.worker_restarted(stage)
         for index in lost:
             state = self.states.get(index)
             if state is None or index in self.done:

@@ -10,6 +10,7 @@ import ctypes
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 # Faults the tests inject on purpose: TCGEN_TEST_CRASH="<stage>:<index>[:<once-file>]" makes
@@ -48,11 +49,17 @@ def _serve(conn, handle) -> None:
 
 
 def _done(index: int, candidate, rejected: list[str], validation, label: str | None) -> tuple[Any, ...]:
-    """The finished sample, serialised here so the parent only routes and writes bytes."""
+    """The finished sample, serialised here so the parent only routes and writes bytes.
+    Every answer ends with a dict of stage timings (seconds), which only metrics read."""
     from generator_core.generate import make_sample
 
     sample_json = make_sample(candidate, rejected, validation).model_dump_json()
-    return ("done", index, candidate.attempt, sample_json, candidate.fields["flops_window_relaxed"], label)
+    return ("done", index, candidate.attempt, sample_json, candidate.fields["flops_window_relaxed"], label, {})
+
+
+def _timed(stage: str, answer: tuple[Any, ...], started: float) -> tuple[Any, ...]:
+    answer[-1][stage] = time.perf_counter() - started
+    return answer
 
 
 def _release_memory():
@@ -82,11 +89,12 @@ def _validator(label: str):
 
     def validate(index: int, candidate, rejected: list[str]) -> tuple[Any, ...]:
         _maybe_crash("validate", index)
+        started = time.perf_counter()
         verdict = validate_candidate(candidate, device=device)
         release_memory()
         if verdict.reason is not None:
-            return ("rejected", index, candidate.attempt, rejection(candidate, verdict))
-        return _done(index, candidate, rejected, verdict.validation, label)
+            return _timed("validate", ("rejected", index, candidate.attempt, rejection(candidate, verdict), {}), started)
+        return _timed("validate", _done(index, candidate, rejected, verdict.validation, label), started)
 
     return validate
 
@@ -107,15 +115,19 @@ def solver_main(conn, validate_on: str | None = None) -> None:
         if spec is None:
             spec = specs[spec_json] = GenerationSpec.model_validate_json(spec_json)
         _maybe_crash("solve", index)
+        started = time.perf_counter()
         result = solve_attempt(spec, index, attempt)
+        solved = time.perf_counter()
         if isinstance(result, str):
-            return ("rejected", index, attempt, result)
+            return _timed("solve", ("rejected", index, attempt, result, {}), started)
         if not spec.validate_samples:
-            return _done(index, result, rejected, None, None)
+            return _timed("solve", _done(index, result, rejected, None, None), started)
         if validate_on is None:
-            return ("solved", index, attempt, result)
+            return _timed("solve", ("solved", index, attempt, result, {}), started)
         validate = validate or _validator(validate_on)  # torch is imported on first use only
-        return validate(index, result, rejected)
+        answer = validate(index, result, rejected)
+        answer[-1]["solve"] = solved - started
+        return answer
 
     _serve(conn, handle)
 

@@ -1,0 +1,1 @@
+"""Asynchronous generation jobs: persistence (store) for the REST service."""
