@@ -141,6 +141,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 3 if failed else 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The REST service on uvicorn. Settings come from TCGEN_* variables; flags override."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    overrides = {k: v for k, v in dict(host=args.host, port=args.port, solver_workers=args.solver_workers,
+                                       db_path=args.db, device=args.device).items() if v is not None}
+    settings = Settings(**overrides)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                timeout_graceful_shutdown=30)
+    return 0
+
+
 def _stop_on_signals(engine) -> list[str]:
     """SIGINT / SIGTERM: stop handing out work and finish whole lines; a second Ctrl-C
     interrupts at once. Returns a list that receives the signal's name."""
@@ -182,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
           help="without a GPU: validate in each solver process (inline, faster) or in one "
                "dedicated validation process, as each GPU gets (worker)")
     p.set_defaults(run=cmd_generate)
+
+    p = sub.add_parser("serve", help="the REST service (settings: TCGEN_* environment variables)")
+    _flag(p, "host", help="bind address (default 127.0.0.1, TCGEN_HOST)")
+    _flag(p, "port", type=int, help="default 8000 (TCGEN_PORT)")
+    _flag(p, "solver_workers", type=int, help="solver processes (default: CPU count, TCGEN_SOLVER_WORKERS)")
+    _flag(p, "db", help="SQLite job store (default tcgen.db, TCGEN_DB_PATH)")
+    _flag(p, "device", choices=["cpu", "cuda", "auto"], help="where samples are validated (TCGEN_DEVICE)")
+    p.set_defaults(run=cmd_serve)
     return parser
 
 

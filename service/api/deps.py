@@ -1,0 +1,77 @@
+"""Shared dependencies: the API key check, the app's parts, caps, and get_job_or_404."""
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from service.dispatcher import Dispatcher
+from service.jobs.store import JobRecord, JobStore
+from service.schemas import SampleRequest
+from service.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False)
+_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> JobStore:
+    return request.app.state.store
+
+
+def get_dispatcher(request: Request) -> Dispatcher:
+    return request.app.state.dispatcher
+
+
+def require_api_key(settings: Annotated[Settings, Depends(get_settings)],
+                    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                    header: Annotated[str | None, Depends(_header)]) -> None:
+    """With TCGEN_API_KEY set, `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
+    if settings.api_key is None:
+        return
+    given = header or (bearer.credentials if bearer else None)
+    if given is None or not secrets.compare_digest(given.encode(), settings.api_key.get_secret_value().encode()):
+        raise HTTPException(401, "missing or wrong API key (Authorization: Bearer <key> or X-API-Key)",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def check_caps(request: SampleRequest, settings: Settings, max_count: int, what: str) -> None:
+    """Caps from settings, each naming its field (422)."""
+    problems = []
+    if request.count > max_count:
+        problems.append(("count", f"count: {request.count} is above the {max_count} allowed for {what} "
+                                  f"(TCGEN_{'MAX_SYNC_COUNT' if what == 'a sync request' else 'MAX_JOB_COUNT'})"))
+    if request.max_flops > settings.max_flops:
+        problems.append(("max_flops", f"max_flops: {request.max_flops} is above this service's cap {settings.max_flops}"))
+    cap = settings.max_total_bytes
+    if cap is not None and "max_total_bytes" in request.model_fields_set and request.max_total_bytes > cap:
+        problems.append(("max_total_bytes", f"max_total_bytes: {request.max_total_bytes} is above this service's "
+                                            f"cap {cap}"))
+    if problems:
+        raise HTTPException(422, [{"loc": ["body", field], "msg": msg, "type": "value_error"}
+                                  for field, msg in problems])
+
+
+def apply_device_default(request: SampleRequest, settings: Settings) -> SampleRequest:
+    """A request that leaves max_total_bytes unset gets what the validating device holds."""
+    if "max_total_bytes" in request.model_fields_set or settings.max_total_bytes is None:
+        return request
+    return request.model_copy(update={"max_total_bytes": settings.max_total_bytes})
+
+
+def get_job_or_404(job_id: str, store: Annotated[JobStore, Depends(get_store)]) -> JobRecord:
+    job = store.get_job(job_id=job_id) if len(job_id) <= 64 else None
+    if job is None:
+        raise HTTPException(404, f"job_id: no job {job_id[:64]!r} (finished jobs expire; see GET /v1/jobs)")
+    return job
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[JobStore, Depends(get_store)]
+DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+JobDep = Annotated[JobRecord, Depends(get_job_or_404)]

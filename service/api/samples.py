@@ -1,0 +1,94 @@
+"""Synchronous samples: POST /v1/samples (JSON, or NDJSON streamed) and a curl-friendly
+GET /v1/samples that answers one sample (as Python source with format=py)."""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import AsyncIterator, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+
+from service.api.deps import DispatcherDep, SettingsDep, apply_device_default, check_caps
+from service.dispatcher import Dispatcher, QueueFull
+from service.engine import Outcome
+from service.schemas import SampleBatch, SampleRequest
+
+router = APIRouter(prefix="/v1/samples", tags=["samples"])
+NDJSON = "application/x-ndjson"
+RETRY_AFTER_S = "2"
+
+
+async def _outcomes(dispatcher: Dispatcher, spec) -> AsyncIterator[Outcome]:
+    """Outcomes as the dispatcher thread delivers them; a client that goes away cancels
+    the rest of its request."""
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue = asyncio.Queue()
+    try:
+        ticket = dispatcher.submit_sync(spec, lambda o: loop.call_soon_threadsafe(inbox.put_nowait, o))
+    except QueueFull as exc:
+        raise HTTPException(429, f"busy: {exc}; retry later", headers={"Retry-After": RETRY_AFTER_S}) from None
+    try:
+        while (outcome := await inbox.get()) is not None:
+            yield outcome
+    finally:
+        ticket.cancelled = True
+
+
+def _batch_json(seed: int, outcomes: list[Outcome]) -> str:
+    """Samples kept byte for byte as the engine serialised them."""
+    samples = ",".join(o.json for o in outcomes if o.json is not None)
+    failed = json.dumps([{"index": o.index, "error": o.error} for o in outcomes if o.json is None])
+    return f'{{"seed":{seed},"samples":[{samples}],"failed":{failed}}}'
+
+
+def _prepare(body: SampleRequest, settings) -> object:
+    check_caps(body, settings, settings.max_sync_count, "a sync request")
+    return apply_device_default(body, settings).to_spec()
+
+
+@router.post("", response_model=SampleBatch, summary="Generate samples now",
+             responses={200: {"content": {NDJSON: {}}}, 429: {"description": "busy; Retry-After"}})
+async def create_samples(body: SampleRequest, request: Request, settings: SettingsDep, dispatcher: DispatcherDep):
+    """Up to TCGEN_MAX_SYNC_COUNT samples, in index order. With `Accept: application/x-ndjson`
+    each sample is streamed as one line as soon as it is ready (failed indices are skipped)."""
+    spec = _prepare(body, settings)
+    stream = _outcomes(dispatcher, spec)
+    if NDJSON in request.headers.get("accept", ""):
+        first = await anext(stream, None)  # a 429 is still an HTTP status, not a broken stream
+
+        async def lines():
+            outcome = first
+            while outcome is not None:
+                if outcome.json is not None:
+                    yield outcome.json + "\n"
+                outcome = await anext(stream, None)
+
+        return StreamingResponse(lines(), media_type=NDJSON, headers={"X-Tcgen-Seed": str(spec.seed)})
+    outcomes = [o async for o in stream]
+    return Response(_batch_json(spec.seed, outcomes), media_type="application/json")
+
+
+@router.get("", summary="One sample, curl-friendly", response_model=SampleBatch,
+            responses={200: {"content": {"text/x-python": {}}}, 429: {"description": "busy; Retry-After"}})
+async def read_sample(settings: SettingsDep, dispatcher: DispatcherDep,
+                      level: int = Query(..., ge=0, le=4), seed: int | None = Query(None, ge=0, lt=2**63),
+                      index: int = Query(0, ge=0, lt=2**63), min_flops: int = Query(2**16, ge=0),
+                      max_flops: int = Query(2**22, ge=0), dtype: Literal["float32", "float16", "bfloat16"] = "float32",
+                      topology: Literal["dag", "chain"] = "dag",
+                      format: Literal["json", "py", "kernelbench"] = "json"):
+    """The sample at `index`. The FLOPs window defaults to 2**16..2**22 here (quick to
+    validate); `format=py` or `kernelbench` answers the program as text/x-python."""
+    body = SampleRequest(level=level, seed=seed, start_index=index, min_flops=min_flops, max_flops=max_flops,
+                         dtype=dtype, topology=topology, format="kernelbench" if format == "kernelbench" else
+                         "fused_operator")
+    spec = _prepare(body, settings)
+    outcomes = [o async for o in _outcomes(dispatcher, spec)]
+    if not outcomes:
+        raise HTTPException(503, "the service is shutting down", headers={"Retry-After": RETRY_AFTER_S})
+    outcome = outcomes[0]
+    if outcome.json is None:
+        raise HTTPException(422, f"index: {outcome.error}")
+    if format == "json":
+        return Response(_batch_json(spec.seed, outcomes), media_type="application/json")
+    return PlainTextResponse(outcome.sample.pytorch, media_type="text/x-python")

@@ -1,0 +1,31 @@
+"""One Settings object for the service and `tcgen serve`, read from TCGEN_* environment
+variables (pydantic-settings); CLI flags override single fields."""
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TCGEN_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="bind address; loopback unless told otherwise")
+    port: int = Field(8000, ge=0, le=65535)
+    solver_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    db_path: str = Field("tcgen.db", description="SQLite job store (WAL)")
+    api_key: SecretStr | None = Field(None, description="when set, every route but health needs it")
+    # Caps: what one request may ask for.
+    max_sync_count: int = Field(16, ge=1, description="samples per POST /v1/samples")
+    max_job_count: int = Field(100_000, ge=1, description="samples per job")
+    max_flops: int = Field(2**40, ge=1, description="largest max_flops a request may ask for")
+    max_total_bytes: int | None = Field(None, description="largest program; default: what the device holds")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="request bodies above this get 413")
+    # Queues: beyond these, 429 with Retry-After.
+    max_pending_sync: int = Field(32, ge=1, description="sync requests waiting for the engine")
+    max_queued_jobs: int = Field(64, ge=1, description="jobs queued or running")
+    job_chunk: int = Field(64, ge=1, description="indices a job runs before sync requests get a turn")
+    job_ttl_seconds: float = Field(7 * 24 * 3600, gt=0, description="finished jobs are deleted after this")
