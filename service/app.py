@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from generator_core import GenerationSpec
@@ -58,6 +59,13 @@ class _TooLarge(Exception):
     pass
 
 
+def _spec_error(request: Request, exc: ValidationError) -> JSONResponse:
+    """A spec built inside a handler (GET /v1/samples from query parameters) that pydantic
+    rejects: the same 422 as a bad body."""
+    return _validation_error(request, RequestValidationError(
+        [{**e, "loc": ("query", *e.get("loc", ()))} for e in exc.errors()]))
+
+
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """422 whose message names each offending field ('body.min_flops: ...')."""
     errors = []
@@ -97,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Synthetic PyTorch kernel-training programs, solved with CP-SAT and validated.")
     app.state.settings, app.state.metrics = settings, metrics
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ValidationError, _spec_error)
     protected = [Depends(require_api_key)]
     app.include_router(health.router)
     app.include_router(health.metrics_router, dependencies=protected)
