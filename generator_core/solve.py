@@ -149,6 +149,9 @@ def _run(m: ShapeModel, seed: int, limit: float) -> tuple[cp_model.CpSolver | No
     solver.parameters.search_branching = cp_model.PORTFOLIO_WITH_QUICK_RESTART_SEARCH
     solver.parameters.max_deterministic_time = limit
     solver.parameters.max_time_in_seconds = WALL_LIMIT_SECONDS
+    # CP-SAT catches Ctrl-C by default and returns the best solution so far, which would
+    # write a machine-timing-dependent sample; the caller decides what a signal stops.
+    solver.parameters.catch_sigint_signal = False
     status = solver.solve(m.model)
     found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
     return (solver if found else None), status == cp_model.INFEASIBLE

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the main job on its embedded defaults: a level-2 JSONL file
-# of validated samples. Extra arguments go to `tcgen generate`.
+# Set up (idempotent) and run the main job on its embedded defaults: the REST service on
+# 127.0.0.1:8000 with its job store in tcgen.db. Extra arguments go to `tcgen serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/tcgen generate --output_file samples.jsonl --level 2 --target_count 100 \
-    --min_flops 65536 --max_flops 4194304 "$@"
+exec .venv/bin/tcgen serve "$@"

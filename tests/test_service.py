@@ -232,3 +232,20 @@ def test_server_stopped_mid_job_resumes_to_the_same_results(tmp_path, reference_
             assert ndjson_results(c, job_id) == reference_file
     finally:
         s2.stop()
+
+
+def test_python_client_round_trip(server, reference_file):
+    """service.client: submit with an idempotency key, wait, and read the job's lines byte for
+    byte as `tcgen generate` writes them; a bad spec raises TcgenError naming the field."""
+    from service.client import TcgenClient, TcgenError
+
+    with TcgenClient(server.url) as tc:
+        assert len(tc.ops()) == 61
+        job = tc.submit_job(JOB_SPEC, idempotency_key="client-1")
+        assert tc.submit_job(JOB_SPEC, idempotency_key="client-1")["id"] == job["id"]
+        assert tc.wait(job["id"], timeout=300)["state"] == "succeeded"
+        assert "".join(line + "\n" for line in tc.iter_result_lines(job["id"])).encode() == reference_file
+        assert [s["index"] for s in tc.samples({"level": 1, "count": 2, "seed": 1, **SMALL})] == [0, 1]
+        with pytest.raises(TcgenError) as err:
+            tc.samples({"level": 1, "min_flops": 9, "max_flops": 3})
+        assert err.value.status == 422 and "min_flops" in str(err.value)
