@@ -22,8 +22,6 @@ import argparse
 import json
 import os
 import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,56 +34,16 @@ import httpx
 from generator_core import GenerationSpec, generate
 from service.client import TcgenClient
 from service.engine import default_max_total_bytes, device_slots
+from service.local_server import LocalServer
 
 WINDOW = dict(min_flops=65536, max_flops=4194304)
 LATENCY_N, WARMUP = 100, 10
 ACCEPT_P50_MS, ACCEPT_RATIO = 15.0, 0.90
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def percentiles(seconds: list[float]) -> dict[str, float]:
     q = statistics.quantiles([s * 1000 for s in seconds], n=100, method="inclusive")
     return {"p50_ms": q[49], "p95_ms": q[94], "p99_ms": q[98]}
-
-
-def start_server(workers: int, tmp: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TCGEN_")}  # no stray API key or caps
-    log = open(tmp / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port),
-                             "--db", str(tmp / "bench.db"), "--device", "cpu", "--solver-workers", str(workers)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"server exited with {proc.returncode}:\n{(tmp / 'server.log').read_text()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    sys.exit(f"server not ready after 180 s:\n{(tmp / 'server.log').read_text()}")
-
-
-def stop_server(proc: subprocess.Popen, tmp: Path) -> bool:
-    """SIGTERM; True when uvicorn finished its shutdown (it then re-raises the signal, so
-    the exit status is -15 rather than 0)."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return False
-    return "Application shutdown complete" in (tmp / "server.log").read_text(errors="replace")
 
 
 def sync_latency(base: str) -> dict[str, float]:
@@ -153,12 +111,12 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="tcgen-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        proc, base = start_server(args.workers, tmp)
+        server = LocalServer(tmp / "bench.db", workers=args.workers).start()
         try:
-            http = sync_latency(base)
-            job, job_bytes = job_run(base, args.count)
+            http = sync_latency(server.url)
+            job, job_bytes = job_run(server.url, args.count)
         finally:
-            graceful = stop_server(proc, tmp)
+            graceful = server.stop() == 0 and "Application shutdown complete" in server.log()
         lib = library_latency()  # after the server is gone: nothing else on the CPU
         gen = generate_run(args.workers, args.count, tmp / "generate.jsonl")
         identical = job_bytes == (tmp / "generate.jsonl").read_bytes()

@@ -9,7 +9,6 @@ gives the same bytes.
 """
 from __future__ import annotations
 
-import collections
 import queue
 import threading
 import time
@@ -52,8 +51,7 @@ class Dispatcher:
     engine_factory: Callable[[], Engine]
     draining: bool = False
     _sync: queue.Queue = field(default_factory=queue.Queue)
-    _jobs: collections.deque = field(default_factory=collections.deque)
-    _runs: dict[str, _JobRun] = field(default_factory=dict)
+    _runs: dict[str, _JobRun] = field(default_factory=dict)  # in submission order: the first runs
     _wake: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
@@ -110,7 +108,6 @@ class Dispatcher:
     def _enqueue(self, job_id: str, spec: GenerationSpec) -> None:
         with self._lock:
             self._runs[job_id] = _JobRun(job_id, spec)
-            self._jobs.append(job_id)
 
     # -- the thread -----------------------------------------------------------------------
     def _main(self) -> None:
@@ -139,7 +136,7 @@ class Dispatcher:
             except queue.Empty:
                 pass
             with self._lock:
-                job_id = self._jobs[0] if self._jobs else None
+                job_id = next(iter(self._runs), None)
             if job_id is not None:
                 self._run_job_chunk(job_id)
                 continue
@@ -160,7 +157,8 @@ class Dispatcher:
             request.deliver(None)
 
     def _run_job_chunk(self, job_id: str) -> None:
-        run = self._runs[job_id]
+        with self._lock:
+            run = self._runs[job_id]
         job = self.store.get_job(job_id=job_id)
         if job is None:  # deleted meanwhile
             return self._finish(job_id)
@@ -188,8 +186,6 @@ class Dispatcher:
     def _finish(self, job_id: str) -> None:
         with self._lock:
             self._runs.pop(job_id, None)
-            if job_id in self._jobs:
-                self._jobs.remove(job_id)
 
     def _count(self, outcome: Outcome, via: str) -> None:
         if outcome.json is None:

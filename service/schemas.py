@@ -3,12 +3,15 @@ HTTP defaults (a seed the server draws when none is given); they convert themsel
 the spec the engine runs."""
 from __future__ import annotations
 
+import json
 import secrets
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from generator_core import GenerationSpec
+
+NDJSON = "application/x-ndjson"
 
 
 class SampleRequest(GenerationSpec):
@@ -64,5 +67,10 @@ class SampleBatch(BaseModel):
     failed: list[FailedIndex] = []
 
 
-class ErrorBody(BaseModel):
-    detail: Any
+def batch_json(head: dict[str, Any], results: Iterable[tuple[int, str | None, str | None]]) -> str:
+    """A SampleBatch body from (index, sample JSON or None, error) results: the head fields,
+    then the samples kept byte for byte as the engine serialised them, then the failures."""
+    results = list(results)
+    samples = ",".join(sample for _, sample, _ in results if sample is not None)
+    failed = json.dumps([{"index": index, "error": error} for index, sample, error in results if sample is None])
+    return json.dumps(head, separators=(",", ":"))[:-1] + f',"samples":[{samples}],"failed":{failed}}}'

@@ -12,8 +12,11 @@ import httpx
 import pytest
 import yaml
 
+from helpers import HI, LO
+from service.local_server import LocalServer
 from service.openapi import SCHEMA_PATH, render_schema
-from service_helpers import SMALL, Server
+
+SMALL = {"min_flops": LO, "max_flops": HI}
 
 TCGEN = [shutil.which("tcgen") or sys.executable, *([] if shutil.which("tcgen") else ["-m", "service.cli"])]
 JOB_SPEC = {"level": 2, "count": 120, "seed": 11, **SMALL}
@@ -21,7 +24,7 @@ JOB_SPEC = {"level": 2, "count": 120, "seed": 11, **SMALL}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("svc") / "jobs.db").start()
+    s = LocalServer(tmp_path_factory.mktemp("svc") / "jobs.db").start()
     yield s
     assert s.stop() == 0, s.log()
 
@@ -195,7 +198,7 @@ def test_openapi_yaml_is_the_apps_schema():
 def test_api_key_guards_every_route_but_health(tmp_path):
     """With TCGEN_API_KEY set: 401 without or with a wrong key, 200 with it (Bearer or X-API-Key);
     health and readiness stay open."""
-    s = Server(tmp_path / "k.db", workers=1, env={"TCGEN_API_KEY": "s3cret"}).start()
+    s = LocalServer(tmp_path / "k.db", workers=1, env={"TCGEN_API_KEY": "s3cret"}).start()
     try:
         with httpx.Client(base_url=s.url, timeout=60) as c:
             for path in ("/v1/ops", "/metrics", "/v1/jobs", "/v1/samples?level=0", "/v1/jobs/x"):
@@ -215,7 +218,7 @@ def test_server_stopped_mid_job_resumes_to_the_same_results(tmp_path, reference_
     """kill -9 (or SIGTERM) of the server mid-job, then a restart on the same db: the job
     completes, its results equal an uninterrupted run's, nothing lost or duplicated."""
     db = tmp_path / "crash.db"
-    s = Server(db).start()
+    s = LocalServer(db).start()
     with httpx.Client(base_url=s.url, timeout=60) as c:
         job_id = c.post("/v1/jobs", json=JOB_SPEC).json()["id"]
         while c.get(f"/v1/jobs/{job_id}").json()["progress"]["completed"] < 20:
@@ -224,7 +227,7 @@ def test_server_stopped_mid_job_resumes_to_the_same_results(tmp_path, reference_
         s.kill9()
     else:
         assert s.stop() == 0, s.log()
-    s2 = Server(db).start()
+    s2 = LocalServer(db).start()
     try:
         with httpx.Client(base_url=s2.url, timeout=60) as c:
             job = wait_finished(c, job_id)

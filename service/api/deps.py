@@ -5,6 +5,7 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from service.dispatcher import Dispatcher
@@ -40,21 +41,21 @@ def require_api_key(settings: Annotated[Settings, Depends(get_settings)],
                             headers={"WWW-Authenticate": "Bearer"})
 
 
-def check_caps(request: SampleRequest, settings: Settings, max_count: int, what: str) -> None:
-    """Caps from settings, each naming its field (422)."""
+def check_caps(request: SampleRequest, settings: Settings, count_cap: str) -> None:
+    """Caps from settings (`count_cap` names the one for count: max_sync_count or
+    max_job_count), each failure a 422 naming its field, like any other bad spec."""
     problems = []
+    max_count = getattr(settings, count_cap)
     if request.count > max_count:
-        problems.append(("count", f"count: {request.count} is above the {max_count} allowed for {what} "
-                                  f"(TCGEN_{'MAX_SYNC_COUNT' if what == 'a sync request' else 'MAX_JOB_COUNT'})"))
+        problems.append(("count", f"{request.count} is above the {max_count} allowed here (TCGEN_{count_cap.upper()})"))
     if request.max_flops > settings.max_flops:
-        problems.append(("max_flops", f"max_flops: {request.max_flops} is above this service's cap {settings.max_flops}"))
+        problems.append(("max_flops", f"{request.max_flops} is above this service's cap {settings.max_flops}"))
     cap = settings.max_total_bytes
     if cap is not None and "max_total_bytes" in request.model_fields_set and request.max_total_bytes > cap:
-        problems.append(("max_total_bytes", f"max_total_bytes: {request.max_total_bytes} is above this service's "
-                                            f"cap {cap}"))
+        problems.append(("max_total_bytes", f"{request.max_total_bytes} is above this service's cap {cap}"))
     if problems:
-        raise HTTPException(422, [{"loc": ["body", field], "msg": msg, "type": "value_error"}
-                                  for field, msg in problems])
+        raise RequestValidationError([{"loc": ("body", field), "msg": msg, "type": "value_error"}
+                                      for field, msg in problems])
 
 
 def apply_device_default(request: SampleRequest, settings: Settings) -> SampleRequest:

@@ -15,10 +15,9 @@ from fastapi.responses import StreamingResponse
 from service.api.deps import (DispatcherDep, JobDep, SettingsDep, StoreDep, apply_device_default,
                               check_caps)
 from service.jobs.store import FINISHED, IdempotencyConflict, JobRecord, JobStore
-from service.schemas import JobList, JobRead, SampleBatch, SampleRequest
+from service.schemas import NDJSON, JobList, JobRead, SampleBatch, SampleRequest, batch_json
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-NDJSON = "application/x-ndjson"
 POLL_S = 0.2
 STREAM_PAGE = 256
 
@@ -44,7 +43,7 @@ def create_job(body: SampleRequest, response: Response, settings: SettingsDep, s
                dispatcher: DispatcherDep, idempotency_key: Annotated[str | None, Header(max_length=200)] = None):
     """Runs `count` samples in the background; results persist as they arrive. The same
     `Idempotency-Key` with the same body returns the same job (200); with another body, 422."""
-    check_caps(body, settings, settings.max_job_count, "a job")
+    check_caps(body, settings, "max_job_count")
     request_hash = hashlib.sha256(body.model_dump_json(by_alias=True).encode()).hexdigest()
     if idempotency_key is not None:
         existing = store.find_job_by_idempotency_key(key=idempotency_key)
@@ -103,11 +102,8 @@ async def read_job_samples(job: JobDep, store: StoreDep, request: Request,
     if NDJSON in request.headers.get("accept", ""):
         return StreamingResponse(_stream(store, job.id, offset), media_type=NDJSON)
     rows = await asyncio.to_thread(store.read_results, job_id=job.id, offset=offset, limit=limit)
-    samples = ",".join(r[2] for r in rows if r[2] is not None)
-    failed = json.dumps([{"index": r[1], "error": r[3]} for r in rows if r[2] is None])
-    body = (f'{{"job_id":"{job.id}","state":"{job.state}","offset":{offset},"count":{len(rows)},'
-            f'"samples":[{samples}],"failed":{failed}}}')
-    return Response(body, media_type="application/json")
+    head = {"job_id": job.id, "state": job.state, "offset": offset, "count": len(rows)}
+    return Response(batch_json(head, (r[1:] for r in rows)), media_type="application/json")
 
 
 async def _stream(store: JobStore, job_id: str, position: int):

@@ -3,7 +3,6 @@ GET /v1/samples that answers one sample (as Python source with format=py)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import AsyncIterator, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -12,10 +11,9 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from service.api.deps import DispatcherDep, SettingsDep, apply_device_default, check_caps
 from service.dispatcher import Dispatcher, QueueFull
 from service.engine import Outcome
-from service.schemas import SampleBatch, SampleRequest
+from service.schemas import NDJSON, SampleBatch, SampleRequest, batch_json
 
 router = APIRouter(prefix="/v1/samples", tags=["samples"])
-NDJSON = "application/x-ndjson"
 RETRY_AFTER_S = "2"
 
 
@@ -36,14 +34,11 @@ async def _outcomes(dispatcher: Dispatcher, spec) -> AsyncIterator[Outcome]:
 
 
 def _batch_json(seed: int, outcomes: list[Outcome]) -> str:
-    """Samples kept byte for byte as the engine serialised them."""
-    samples = ",".join(o.json for o in outcomes if o.json is not None)
-    failed = json.dumps([{"index": o.index, "error": o.error} for o in outcomes if o.json is None])
-    return f'{{"seed":{seed},"samples":[{samples}],"failed":{failed}}}'
+    return batch_json({"seed": seed}, ((o.index, o.json, o.error) for o in outcomes))
 
 
 def _prepare(body: SampleRequest, settings) -> object:
-    check_caps(body, settings, settings.max_sync_count, "a sync request")
+    check_caps(body, settings, "max_sync_count")
     return apply_device_default(body, settings).to_spec()
 
 
