@@ -1,6 +1,7 @@
 """Execute a rendered program on a device and judge its outputs.
 
-Rejects: any exception, a non-finite output, an output whose shape differs from the
+Rejects: any exception of the program (a failure of the device itself raises DeviceFault
+instead), a non-finite output, an output whose shape differs from the
 solved one, and a constant output (every element equal: a degenerate program). Inputs are
 made from a seeded generator, inside `fork_rng`, so validation leaves no global state.
 
@@ -17,6 +18,34 @@ from dataclasses import dataclass
 import torch
 
 from generator_core.sample import OutputStats, Validation
+
+
+class DeviceFault(Exception):
+    """The device failed, not the program: out of memory, or a CUDA error that leaves the
+    context unusable ("sticky": an illegal memory access, a device-side assert). The verdict
+    would depend on the device's state rather than on the sample, so it is not a rejection:
+    the validation worker decides (free memory and retry, restart, or reject as unfit)."""
+
+    def __init__(self, reason: str, sticky: bool):
+        super().__init__(reason)
+        self.reason, self.sticky = reason, sticky
+
+
+def as_device_fault(exc: BaseException) -> DeviceFault | None:
+    """`exc` as a DeviceFault, or None for an ordinary program failure. By type (torch raises
+    OutOfMemoryError for a full device, AcceleratorError for CUDA errors), with the message
+    as a fallback for CUDA-library errors raised as plain RuntimeError."""
+    reason = _reason(exc)
+    if isinstance(exc, torch.OutOfMemoryError):
+        return DeviceFault(reason, sticky=False)
+    if isinstance(exc, torch.AcceleratorError) or (
+            isinstance(exc, RuntimeError) and any(s in str(exc) for s in ("CUDA error", "CUBLAS_STATUS", "cuDNN error"))):
+        return DeviceFault(reason, sticky=True)
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
 
 
 @dataclass
@@ -101,9 +130,11 @@ def validate_program(code: str, expected_shapes: list[list[int]], *, fmt: str, d
             result = _entry_point(namespace, fmt)(*inputs)
             outputs = list(result) if isinstance(result, (list, tuple)) else [result]
             reason, stats = _judge(outputs, expected_shapes)
-    except Exception as exc:  # any failure of a generated program is a rejection, not a crash
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-        stats = []
+    except Exception as exc:  # any failure of a generated program is a rejection, not a crash...
+        fault = as_device_fault(exc)
+        if fault is not None:  # ...but a failure of the device is not the program's
+            raise fault from exc
+        reason, stats = _reason(exc), []
     # "cuda", not "cuda:1": which GPU validated a sample must not change its bytes.
     label = "cuda" if device.startswith("cuda") else device
     return Verdict(Validation(device=label, passed=reason is None, outputs=stats), reason)

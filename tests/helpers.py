@@ -1,13 +1,21 @@
 """Shared helpers: the small FLOPs window the suite uses and running a rendered program."""
 from __future__ import annotations
 
+import shutil
+import sys
+import time
 from functools import lru_cache
 
+import httpx
 import torch
 
 from generator_core import OPERATORS, GenerationSpec, Sample, generate
 
 LO, HI = 2**16, 2**22  # small window: every test stays fast on two CPU cores
+SMALL = {"min_flops": LO, "max_flops": HI}
+# The job the service tests submit; conftest's `job_reference` is what `tcgen generate` writes for it.
+JOB_SPEC = {"level": 2, "count": 120, "seed": 11, **SMALL}
+TCGEN = [shutil.which("tcgen") or sys.executable, *([] if shutil.which("tcgen") else ["-m", "service.cli"])]
 
 
 def spec(**fields) -> GenerationSpec:
@@ -45,3 +53,22 @@ def tensor_shapes(graph: dict) -> dict[str, list[int]]:
     shapes = {t["name"]: t["shape"] for t in graph["inputs"]}
     shapes.update({n["output"]: n["shape"] for n in graph["nodes"]})
     return shapes
+
+
+def wait_finished(client: httpx.Client, job_id: str, timeout: float = 300) -> dict:
+    """Long-poll a job until it is finished; its status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = client.get(f"/v1/jobs/{job_id}", params={"wait": 5})
+        assert r.status_code == 200, r.text
+        job = r.json()
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job
+    raise TimeoutError(job_id)
+
+
+def ndjson_results(client: httpx.Client, job_id: str) -> bytes:
+    """A job's results as NDJSON: the bytes `tcgen generate` writes."""
+    r = client.get(f"/v1/jobs/{job_id}/samples", headers={"Accept": "application/x-ndjson"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+    return r.content

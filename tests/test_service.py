@@ -3,23 +3,16 @@ file, real engine workers, and `tcgen generate` as the reference for job results
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 import yaml
 
-from helpers import HI, LO
+from helpers import JOB_SPEC, SMALL, ndjson_results, wait_finished
 from service.local_server import LocalServer
 from service.openapi import SCHEMA_PATH, render_schema
 
-SMALL = {"min_flops": LO, "max_flops": HI}
-
-TCGEN = [shutil.which("tcgen") or sys.executable, *([] if shutil.which("tcgen") else ["-m", "service.cli"])]
-JOB_SPEC = {"level": 2, "count": 120, "seed": 11, **SMALL}
 
 
 @pytest.fixture(scope="module")
@@ -33,32 +26,6 @@ def server(tmp_path_factory):
 def client(server):
     with httpx.Client(base_url=server.url, timeout=120) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def reference_file(tmp_path_factory):
-    """What `tcgen generate` writes for JOB_SPEC: the bytes a job must return."""
-    path = tmp_path_factory.mktemp("cli") / "ref.jsonl"
-    done = subprocess.run([*TCGEN, "generate", "--output_file", str(path), "--level", "2", "--target_count", "120",
-                           "--seed", "11", "--min_flops", "65536", "--max_flops", "4194304", "--device", "cpu",
-                           "--num_workers", "2"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    return path.read_bytes()
-
-
-def wait_finished(client: httpx.Client, job_id: str, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}", params={"wait": 5}).json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
-    raise TimeoutError(job_id)
-
-
-def ndjson_results(client: httpx.Client, job_id: str) -> bytes:
-    r = client.get(f"/v1/jobs/{job_id}/samples", headers={"Accept": "application/x-ndjson"})
-    assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
-    return r.content
 
 
 def test_health_ready_metrics_and_ops(client):
@@ -92,7 +59,7 @@ def test_sync_samples_json_ndjson_and_py(client):
     assert isinstance(drawn["seed"], int) and drawn["samples"][0]["seed"] == drawn["seed"]
 
 
-def test_job_results_equal_tcgen_generate(client, reference_file):
+def test_job_results_equal_tcgen_generate(client, job_reference):
     """A job's NDJSON results are byte-identical to `tcgen generate` with the same spec and seed;
     the paged view holds the same samples; status carries Location and progress."""
     r = client.post("/v1/jobs", json=JOB_SPEC)
@@ -100,10 +67,10 @@ def test_job_results_equal_tcgen_generate(client, reference_file):
     job = wait_finished(client, r.json()["id"])
     assert job["state"] == "succeeded" and job["progress"] == {"total": 120, "completed": 120, "failed": 0}
     assert job["started_at"] <= job["finished_at"]
-    assert ndjson_results(client, job["id"]) == reference_file
+    assert ndjson_results(client, job["id"]) == job_reference
     page = client.get(f"/v1/jobs/{job['id']}/samples", params={"offset": 100, "limit": 50}).json()
     assert [s["index"] for s in page["samples"]] == list(range(100, 120))
-    assert page["samples"] == [json.loads(x) for x in reference_file.splitlines()[100:]]
+    assert page["samples"] == [json.loads(x) for x in job_reference.splitlines()[100:]]
     listed = client.get("/v1/jobs", params={"state": "succeeded"}).json()
     assert job["id"] in [j["id"] for j in listed["jobs"]]
 
@@ -214,7 +181,7 @@ def test_api_key_guards_every_route_but_health(tmp_path):
 
 
 @pytest.mark.parametrize("crash", ["kill9", "sigterm"])
-def test_server_stopped_mid_job_resumes_to_the_same_results(tmp_path, reference_file, crash):
+def test_server_stopped_mid_job_resumes_to_the_same_results(tmp_path, job_reference, crash):
     """kill -9 (or SIGTERM) of the server mid-job, then a restart on the same db: the job
     completes, its results equal an uninterrupted run's, nothing lost or duplicated."""
     db = tmp_path / "crash.db"
@@ -232,12 +199,12 @@ def test_server_stopped_mid_job_resumes_to_the_same_results(tmp_path, reference_
         with httpx.Client(base_url=s2.url, timeout=60) as c:
             job = wait_finished(c, job_id)
             assert job["state"] == "succeeded" and job["progress"]["completed"] == 120
-            assert ndjson_results(c, job_id) == reference_file
+            assert ndjson_results(c, job_id) == job_reference
     finally:
         s2.stop()
 
 
-def test_python_client_round_trip(server, reference_file):
+def test_python_client_round_trip(server, job_reference):
     """service.client: submit with an idempotency key, wait, and read the job's lines byte for
     byte as `tcgen generate` writes them; a bad spec raises TcgenError naming the field."""
     from service.client import TcgenClient, TcgenError
@@ -247,7 +214,7 @@ def test_python_client_round_trip(server, reference_file):
         job = tc.submit_job(JOB_SPEC, idempotency_key="client-1")
         assert tc.submit_job(JOB_SPEC, idempotency_key="client-1")["id"] == job["id"]
         assert tc.wait(job["id"], timeout=300)["state"] == "succeeded"
-        assert "".join(line + "\n" for line in tc.iter_result_lines(job["id"])).encode() == reference_file
+        assert "".join(line + "\n" for line in tc.iter_result_lines(job["id"])).encode() == job_reference
         assert [s["index"] for s in tc.samples({"level": 1, "count": 2, "seed": 1, **SMALL})] == [0, 1]
         with pytest.raises(TcgenError) as err:
             tc.samples({"level": 1, "min_flops": 9, "max_flops": 3})

@@ -85,6 +85,7 @@ class _Index:
     attempt: int = 0
     rejected: list[str] = field(default_factory=list)
     crashes: int = 0
+    device_faults: int = 0  # of the current attempt
     candidate: Candidate | None = None
 
 
@@ -224,6 +225,7 @@ class _Run:
         self.solve_queue: deque[int] = deque()
         self.validate_queue: deque[int] = deque()
         self.done: dict[int, Outcome] = {}
+        self.restarted_here: set[int] = set()  # ids of the workers `handle` replaced this round
 
     def dispatch(self) -> None:
         for w in self.engine._solvers:
@@ -252,7 +254,9 @@ class _Run:
                 dead.append(w)
         dead += [w for w, what in events if what == "exit" and w not in dead]
         for w in dead:
-            self.replace(w)
+            if id(w) not in self.restarted_here:  # its exit was a restart `handle` already made
+                self.replace(w)
+        self.restarted_here.clear()
         self.watchdog()
 
     def handle(self, w: Worker, message: tuple) -> None:
@@ -278,6 +282,26 @@ class _Run:
         elif kind == "solved":
             state.candidate = message[3]
             self.validate_queue.append(index)
+        elif kind == "fault":
+            self.device_fault(w, index, message[3], sticky=message[4])
+
+    def device_fault(self, w: Worker, index: int, reason: str, sticky: bool) -> None:
+        """The device failed on this attempt (out of memory after the worker emptied its
+        caches and retried, or a sticky CUDA error). First time: a fresh worker (a new
+        context, an empty allocator) retries it, so a passing fault leaves no trace in the
+        output. Again on the fresh worker: the attempt does not fit this device and is
+        rejected as such. A poisoned worker exits by itself; one out of memory goes on
+        unless it is being replaced for the retry."""
+        state = self.states[index]
+        retry = state.device_faults == 0
+        if retry:
+            state.device_faults = 1
+            (self.validate_queue if w in self.engine._validators else self.solve_queue).appendleft(index)
+        else:
+            self.reject(index, f"attempt {state.attempt}: {reason}")
+        if sticky or retry:
+            self.replace(w, blame=False)  # its other requests did nothing wrong
+            self.restarted_here.add(id(w))
 
     def _label(self, w: Worker) -> str:
         return w.args[0] if w in self.engine._validators else "cpu"
@@ -286,6 +310,7 @@ class _Run:
         state = self.states[index]
         state.rejected.append(why)
         state.attempt += 1
+        state.device_faults = 0
         self.engine.progress.rejected += 1
         self.engine.observer.attempt_rejected(why)
         if state.attempt >= MAX_ATTEMPTS:
@@ -293,8 +318,9 @@ class _Run:
         else:
             self.solve_queue.append(index)
 
-    def replace(self, w: Worker) -> None:
-        """A worker died: start another, and send its requests again (or give them up)."""
+    def replace(self, w: Worker, blame: bool = True) -> None:
+        """A worker died (or must be replaced): start another, and send its requests again;
+        with `blame`, each counts a crash, and one that reached MAX_CRASHES is given up."""
         code = w.process.exitcode
         self.engine._unwatch(w)
         lost = w.restart()
@@ -306,7 +332,7 @@ class _Run:
             state = self.states.get(index)
             if state is None or index in self.done:
                 continue
-            state.crashes += 1
+            state.crashes += blame
             if state.crashes >= MAX_CRASHES:
                 self.done[index] = Outcome(index, None, error=f"index {index}: attempt {state.attempt} killed a "
                                            f"{stage} worker {state.crashes} times (last exit code {code}); given up")

@@ -6,7 +6,9 @@ and exits when the pipe closes, so a parent killed with -9 leaves no orphans run
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import gc
 import os
 import signal
 import sys
@@ -18,6 +20,13 @@ from typing import Any
 # <stage> (solve or validate) for <index>; with <once-file>, only the first time (the file
 # records it). Unset in normal runs.
 CRASH_ENV = "TCGEN_TEST_CRASH"
+# TCGEN_TEST_FAULT="<oom|sticky>:<index>:<count-file>:<times>" makes the first <times>
+# validations of <index> fail inside the program as a full device (torch.OutOfMemoryError)
+# or a poisoned CUDA context (torch.AcceleratorError) would, so the CPU exercises the
+# exact path a GPU takes: the same exception types, caught by the same code.
+FAULT_ENV = "TCGEN_TEST_FAULT"
+# A worker exits with this status after a sticky device fault (its context is unusable).
+EXIT_POISONED = 75
 
 
 def _maybe_crash(stage: str, index: int) -> None:
@@ -35,6 +44,34 @@ def _maybe_crash(stage: str, index: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _planned_fault(index: int):
+    """A context that raises the injected device fault at the program's first torch call,
+    or None. The count file holds how many times it has fired."""
+    planned = os.environ.get(FAULT_ENV, "")
+    if not planned:
+        return None
+    kind, want_index, count_file, times = planned.split(":")
+    if want_index != str(index):
+        return None
+    fired = int(open(count_file).read() or 0) if os.path.exists(count_file) else 0
+    if fired >= int(times):
+        return None
+    with open(count_file, "w") as f:
+        f.write(str(fired + 1))
+
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    error = (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)") if kind == "oom"
+             else torch.AcceleratorError("CUDA error: an illegal memory access was encountered (injected)"))
+
+    class Fault(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            raise error
+
+    return Fault()
+
+
 def _serve(conn, handle) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn.send(("ready", os.getpid()))
@@ -45,7 +82,10 @@ def _serve(conn, handle) -> None:
             return  # the parent is gone
         if request is None:
             return
-        conn.send(handle(request))
+        answer = handle(request)
+        conn.send(answer)
+        if answer[0] == "fault" and answer[4]:
+            os._exit(EXIT_POISONED)  # a sticky CUDA error: nothing more can run in this context
 
 
 def _done(index: int, candidate, rejected: list[str], validation, label: str | None) -> tuple[Any, ...]:
@@ -81,16 +121,38 @@ def _validator(label: str):
     import torch
 
     from generator_core.generate import rejection, validate_candidate
+    from generator_core.validate import DeviceFault, Verdict
 
     device = "cpu" if label == "cpu" else "cuda"
     release_memory = _release_memory()
     if device == "cpu":
         torch.set_num_threads(1)  # what validate_program uses anyway; set once, not per sample
 
+    def free_device_memory() -> None:
+        gc.collect()  # the failed program's tensors, held by its traceback's frames
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        release_memory()
+
+    def run(index: int, candidate) -> Verdict | DeviceFault:
+        fault = None
+        try:
+            with _planned_fault(index) or contextlib.nullcontext():
+                return validate_candidate(candidate, device=device)
+        except DeviceFault as exc:
+            fault = DeviceFault(exc.reason, exc.sticky)  # without the traceback and its tensors
+        free_device_memory()
+        return fault
+
     def validate(index: int, candidate, rejected: list[str]) -> tuple[Any, ...]:
         _maybe_crash("validate", index)
         started = time.perf_counter()
-        verdict = validate_candidate(candidate, device=device)
+        verdict = run(index, candidate)
+        if isinstance(verdict, DeviceFault) and not verdict.sticky:
+            verdict = run(index, candidate)  # out of memory: once more, with the caches emptied
+        if isinstance(verdict, DeviceFault):
+            # The engine decides: retry on a fresh worker, or (a second time) reject as unfit.
+            return _timed("validate", ("fault", index, candidate.attempt, verdict.reason, verdict.sticky, {}), started)
         release_memory()
         if verdict.reason is not None:
             return _timed("validate", ("rejected", index, candidate.attempt, rejection(candidate, verdict), {}), started)
