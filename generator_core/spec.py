@@ -10,6 +10,7 @@ from generator_core.ops import OPERATORS
 LEVEL_OPS = {0: 1, 1: 2, 2: 3, 3: 5, 4: 10}
 MAX_FLOPS_LIMIT = 2**40
 MAX_SEQUENCE = 16
+INDEX_LIMIT = 2**63  # every index (start_index + k) is below it: a signed 64-bit integer anywhere it is stored
 
 Dtype = Literal["float32", "float16", "bfloat16"]
 Topology = Literal["dag", "chain"]
@@ -31,7 +32,7 @@ class GenerationSpec(BaseModel):
     level: int | None = Field(None, ge=0, le=4, description="0..4 -> 1, 2, 3, 5, 10 operators")
     count: int = Field(1, ge=1, description="how many samples")
     seed: int = Field(0, ge=0, lt=2**63, description="everything random derives from (seed, index)")
-    start_index: int = Field(0, ge=0, lt=2**63, description="sample k uses index start_index + k")
+    start_index: int = Field(0, ge=0, lt=INDEX_LIMIT, description="sample k uses index start_index + k")
     min_flops: int = Field(2**34, ge=0, le=MAX_FLOPS_LIMIT)
     max_flops: int = Field(2**35, ge=0, le=MAX_FLOPS_LIMIT)
     ops: list[str] | None = Field(None, description="allow-list of operator names")
@@ -68,6 +69,9 @@ class GenerationSpec(BaseModel):
     def _satisfiable(self):
         if self.level is None and self.op_sequence is None:
             raise ValueError("level: required unless op_sequence is given")
+        if self.start_index + self.count > INDEX_LIMIT:
+            raise ValueError(f"start_index: {self.start_index} + count {self.count} goes past the last index "
+                             f"2**63 - 1")
         if self.min_flops > self.max_flops:
             raise ValueError(f"min_flops: {self.min_flops} is greater than max_flops {self.max_flops}")
         if self.op_sequence is None and not self.pool():

@@ -2,13 +2,16 @@
 job store and the metrics are built once at start-up and kept on app.state."""
 from __future__ import annotations
 
+import sqlite3
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
 
 from generator_core import GenerationSpec
 from service.api import health, jobs, ops, samples
@@ -17,46 +20,13 @@ from service.dispatcher import Dispatcher
 from service.engine import Engine, default_max_total_bytes, device_slots
 from service.jobs.store import JobStore
 from service.metrics import Metrics
+from service.middleware import ApiKeyGate, BodyLimit
+from service.schemas import errors
 from service.settings import Settings
 
 
-class BodyLimit:
-    """413 for a body over `limit` bytes, by Content-Length or while it streams in (no
-    request can make the server buffer more than that)."""
-
-    def __init__(self, app: ASGIApp, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return await self._too_large(send)
-        seen = 0
-
-        async def limited() -> dict:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._too_large(send)
-
-    async def _too_large(self, send: Send) -> None:
-        body = f'{{"detail":"request body: larger than {self.limit} bytes (TCGEN_MAX_BODY_BYTES)"}}'.encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
+STORE_RETRY_AFTER_S = "2"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _spec_error(request: Request, exc: ValidationError) -> JSONResponse:
@@ -79,6 +49,30 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
         errors.append({"loc": loc, "msg": msg, "type": e.get("type"),
                        "message": f"{'.'.join(str(x) for x in loc)}: {msg}"})
     return JSONResponse({"detail": errors}, status_code=422)
+
+
+async def _http_error(request: Request, exc: HTTPException):
+    """FastAPI's answer, except for two of its own errors:
+    - 400 is FastAPI's answer to a body it cannot decode (invalid UTF-8; nothing here raises
+      400 itself): a 422 like any other body that is not JSON;
+    - a 405's Allow names every method of the path: Starlette names only those of the
+      first route that matched (GET, where DELETE works too)."""
+    if exc.status_code == 400:
+        return _validation_error(request, RequestValidationError(
+            [{"loc": ("body",), "msg": "JSON decode error: not UTF-8 text", "type": "json_invalid"}]))
+    if exc.status_code == 405:
+        path = request.scope["path"]
+        methods = {m for r in request.app.routes if isinstance(r, Route) and r.path_regex.match(path)
+                   for m in r.methods or ()}
+        exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
+    return await http_exception_handler(request, exc)
+
+
+def _store_unavailable(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+    """The job store is locked past its busy_timeout (another process holds the write lock)
+    or cannot be written: the request did not happen, so 503 and come back, not 500."""
+    return JSONResponse({"detail": f"job store unavailable ({exc}); retry later"}, status_code=503,
+                        headers={"Retry-After": STORE_RETRY_AFTER_S})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -106,19 +100,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.metrics = settings, metrics
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _spec_error)
-    protected = [Depends(require_api_key)]
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(sqlite3.OperationalError, _store_unavailable)
+    protected = {"dependencies": [Depends(require_api_key)], "responses": errors(401)}
     app.include_router(health.router)
-    app.include_router(health.metrics_router, dependencies=protected)
-    app.include_router(ops.router, dependencies=protected)
-    app.include_router(samples.router, dependencies=protected)
-    app.include_router(jobs.router, dependencies=protected)
+    for router in (health.metrics_router, ops.router, samples.router, jobs.router):
+        app.include_router(router, **protected)
+
+    # Inside count_requests: that one hands the body on through a task group, which would wrap
+    # BodyLimit's 413 in an ExceptionGroup that FastAPI turns into a 400.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # Outside BodyLimit and the routes: a request without the key is turned away before any
+    # of its body is read or parsed.
+    app.add_middleware(ApiKeyGate, settings=settings)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
         response = await call_next(request)
         route = request.scope.get("route")
-        metrics.requests.labels(request.method, getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+        # Made-up methods share one label: anyone (no key needed) could otherwise add a time
+        # series per method name and grow the server's memory without bound.
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        metrics.requests.labels(method, getattr(route, "path", "unmatched"), str(response.status_code)).inc()
         return response
-
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -18,6 +18,12 @@ class SampleRequest(GenerationSpec):
     """A spec for POST /v1/samples and POST /v1/jobs. `seed` is drawn by the server (and
     returned) when omitted, so two requests without one get different samples."""
 
+    # Quick ones (a small FLOPs window): for the reader, and schemathesis sends them too.
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"level": 1, "count": 2, "min_flops": 2**16, "max_flops": 2**22},
+        {"op_sequence": ["Matmul", "ReLU"], "seed": 7, "min_flops": 2**16, "max_flops": 2**22,
+         "dtype": "bfloat16", "format": "kernelbench"}]})
+
     seed: int | None = Field(None, ge=0, lt=2**63, description="everything random derives from (seed, index); "
                              "drawn by the server when omitted")
 
@@ -26,6 +32,18 @@ class SampleRequest(GenerationSpec):
         if fields["seed"] is None:
             fields["seed"] = secrets.randbelow(2**31)
         return GenerationSpec(**fields)
+
+
+class ErrorMessage(BaseModel):
+    """The body of every error but 422: what went wrong, for a person."""
+
+    detail: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    draining: bool
+    error: str | None = Field(None, description="why the engine failed to start, if it did")
 
 
 class Progress(BaseModel):
@@ -65,6 +83,30 @@ class SampleBatch(BaseModel):
     seed: int | None = None
     samples: list[dict[str, Any]]
     failed: list[FailedIndex] = []
+
+
+def documented_header(description: str) -> dict[str, Any]:
+    """A response header the answer always carries."""
+    return {"description": description, "required": True, "schema": {"type": "string"}}
+
+
+RETRY_AFTER = {"Retry-After": documented_header("seconds to wait before retrying")}
+ERRORS: dict[int, dict[str, Any]] = {
+    401: {"model": ErrorMessage, "description": "missing or wrong API key (when TCGEN_API_KEY is set)",
+          "headers": {"WWW-Authenticate": documented_header("Bearer")}},
+    404: {"model": ErrorMessage, "description": "no such job (finished jobs expire)"},
+    409: {"model": ErrorMessage, "description": "the job is still running; cancel it first"},
+    413: {"model": ErrorMessage, "description": "request body over TCGEN_MAX_BODY_BYTES"},
+    429: {"model": ErrorMessage, "description": "busy; retry after Retry-After seconds", "headers": RETRY_AFTER},
+    503: {"model": ErrorMessage, "description": "shutting down, or the job store is locked by another process; "
+                                                "retry after Retry-After seconds",
+          "headers": RETRY_AFTER},
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route, by status code."""
+    return {code: ERRORS[code] for code in codes}
 
 
 def batch_json(head: dict[str, Any], results: Iterable[tuple[int, str | None, str | None]]) -> str:

@@ -28,4 +28,9 @@ class Settings(BaseSettings):
     max_pending_sync: int = Field(32, ge=1, description="sync requests waiting for the engine")
     max_queued_jobs: int = Field(64, ge=1, description="jobs queued or running")
     job_chunk: int = Field(64, ge=1, description="indices a job runs before sync requests get a turn")
+    sync_burst: int = Field(8, ge=1, description="sync requests served in a row while a job waits for its turn")
+    job_turn: int = Field(4, ge=1, description="samples a job makes in its turn after a sync burst before "
+                                               "waiting sync requests stop it")
     job_ttl_seconds: float = Field(7 * 24 * 3600, gt=0, description="finished jobs are deleted after this")
+    expiry_interval_seconds: float = Field(60.0, gt=0, description="how often finished jobs past their TTL "
+                                           "are looked for and deleted")

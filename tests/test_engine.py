@@ -120,3 +120,17 @@ def test_interrupted_run_resumes_to_the_same_file(tmp_path, sig, group, code):
     uninterrupted = generate_file(tmp_path / "full.jsonl", *args[:-len(WINDOW)], *WINDOW)
     assert uninterrupted.returncode == 0
     assert (tmp_path / "run.jsonl").read_bytes() == (tmp_path / "full.jsonl").read_bytes()
+
+
+def test_a_run_stopped_early_leaves_nothing_for_the_next_one(reference):
+    """A run that stops early (a job chunk giving way to a sync request) leaves requests in
+    flight; their answers, for the same indices of another spec, must not become the next
+    run's outcomes."""
+    other = GenerationSpec(level=2, min_flops=65536, max_flops=4194304, seed=1)
+    with Engine(solver_workers=2, device="cpu") as engine:
+        taken = 0
+        for _ in engine.run(other, range(100), stop_when=lambda: taken >= 1):
+            taken += 1
+        lines = [o.json for o in engine.run(SPEC1, range(8))]
+    assert 1 <= taken < 100
+    assert [line.encode() for line in lines] == reference.splitlines()[:8]

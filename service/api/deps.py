@@ -33,12 +33,17 @@ def require_api_key(settings: Annotated[Settings, Depends(get_settings)],
                     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
                     header: Annotated[str | None, Depends(_header)]) -> None:
     """With TCGEN_API_KEY set, `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
-    if settings.api_key is None:
-        return
-    given = header or (bearer.credentials if bearer else None)
-    if given is None or not secrets.compare_digest(given.encode(), settings.api_key.get_secret_value().encode()):
+    if not key_matches(settings, header or (bearer.credentials if bearer else None)):
         raise HTTPException(401, "missing or wrong API key (Authorization: Bearer <key> or X-API-Key)",
                             headers={"WWW-Authenticate": "Bearer"})
+
+
+def key_matches(settings: Settings, given: str | None) -> bool:
+    """True without a configured key, else for exactly the key (compared in constant time)."""
+    if settings.api_key is None:
+        return True
+    return given is not None and secrets.compare_digest(given.encode("utf-8", "surrogateescape"),
+                                                        settings.api_key.get_secret_value().encode())
 
 
 def check_caps(request: SampleRequest, settings: Settings, count_cap: str) -> None:

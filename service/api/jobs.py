@@ -10,16 +10,27 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
 from service.api.deps import (DispatcherDep, JobDep, SettingsDep, StoreDep, apply_device_default,
                               check_caps)
+from service.dispatcher import QueueFull
 from service.jobs.store import FINISHED, IdempotencyConflict, JobRecord, JobStore
-from service.schemas import NDJSON, JobList, JobRead, SampleBatch, SampleRequest, batch_json
+from service.schemas import (NDJSON, JobList, JobRead, SampleBatch, SampleRequest, batch_json, documented_header,
+                             errors)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 POLL_S = 0.2
 STREAM_PAGE = 256
+LOCATION = {"Location": documented_header("/v1/jobs/{job_id}: where the job's status is")}
+# OpenAPI links: a client (and schemathesis' stateful phase) goes from a submitted job, by
+# its id (the same id as in Location), to the operations on it.
+JOB_LINKS = {name: {"operationId": operation_id, "parameters": {"job_id": "$response.body#/id"}}
+             for name, operation_id in (("ReadJob", "read_job_v1_jobs__job_id__get"),
+                                        ("ReadJobSamples", "read_job_samples_v1_jobs__job_id__samples_get"),
+                                        ("CancelJob", "cancel_job_v1_jobs__job_id__cancel_post"),
+                                        ("DeleteJob", "delete_job_v1_jobs__job_id__delete"))}
 
 
 def job_read(job: JobRecord) -> JobRead:
@@ -38,7 +49,9 @@ def _status_response(job: JobRecord, response: Response, status: int = 200) -> J
 
 
 @router.post("", status_code=202, response_model=JobRead, summary="Submit a job",
-             responses={429: {"description": "too many jobs queued; Retry-After"}})
+             responses={202: {"description": "accepted", "headers": LOCATION, "links": JOB_LINKS},
+                        200: {"model": JobRead, "description": "the job this Idempotency-Key already made",
+                              "headers": LOCATION, "links": JOB_LINKS}, **errors(413, 429, 503)})
 def create_job(body: SampleRequest, response: Response, settings: SettingsDep, store: StoreDep,
                dispatcher: DispatcherDep, idempotency_key: Annotated[str | None, Header(max_length=200)] = None):
     """Runs `count` samples in the background; results persist as they arrive. The same
@@ -51,23 +64,25 @@ def create_job(body: SampleRequest, response: Response, settings: SettingsDep, s
             return _same_job(existing, request_hash, response)
     if dispatcher.draining:
         raise HTTPException(503, "the service is shutting down; retry later", headers={"Retry-After": "5"})
-    if dispatcher.queued_jobs() >= settings.max_queued_jobs:
-        raise HTTPException(429, f"{settings.max_queued_jobs} jobs are queued or running; retry later",
-                            headers={"Retry-After": "10"})
     spec = apply_device_default(body, settings).to_spec()
     try:
-        job = store.create_job(job_id=uuid.uuid4().hex, spec_json=spec.model_dump_json(by_alias=True),
-                               total=spec.count, now=time.time(), idempotency_key=idempotency_key,
-                               request_hash=request_hash)
+        with dispatcher.job_slot() as submit:  # held from the cap check until the job is queued
+            job = store.create_job(job_id=uuid.uuid4().hex, spec_json=spec.model_dump_json(by_alias=True),
+                                   total=spec.count, now=time.time(), idempotency_key=idempotency_key,
+                                   request_hash=request_hash)
+            submit(job.id, spec)
+    except QueueFull:
+        raise HTTPException(429, f"{settings.max_queued_jobs} jobs are queued or running; retry later",
+                            headers={"Retry-After": "10"}) from None
     except IdempotencyConflict as conflict:  # a concurrent request with the same key won
         return _same_job(conflict.job, request_hash, response)
-    dispatcher.submit_job(job.id, spec)
     return _status_response(job, response, 202)
 
 
 def _same_job(job: JobRecord, request_hash: str, response: Response) -> JobRead:
     if job.request_hash != request_hash:
-        raise HTTPException(422, "Idempotency-Key: already used for a different request body")
+        raise RequestValidationError([{"loc": ("header", "Idempotency-Key"), "type": "value_error",
+                                       "msg": "already used for a different request body"}])
     return _status_response(job, response, 200)
 
 
@@ -80,7 +95,7 @@ def list_jobs(store: StoreDep, state: Literal["queued", "running", "succeeded", 
 
 
 @router.get("/{job_id}", response_model=JobRead, summary="Job status",
-            responses={404: {"description": "no such job"}})
+            responses={200: {"headers": LOCATION}, **errors(404)})
 async def read_job(job: JobDep, store: StoreDep, response: Response,
                    wait: float = Query(0, ge=0, le=60, description="long-poll: wait up to this many seconds "
                                                                    "for the job to finish")):
@@ -92,7 +107,7 @@ async def read_job(job: JobDep, store: StoreDep, response: Response,
 
 
 @router.get("/{job_id}/samples", response_model=SampleBatch, summary="Job results",
-            responses={200: {"content": {NDJSON: {}}}, 404: {"description": "no such job"}})
+            responses={200: {"content": {NDJSON: {}}}, **errors(404)})
 async def read_job_samples(job: JobDep, store: StoreDep, request: Request,
                            offset: int = Query(0, ge=0, le=2**31), limit: int = Query(100, ge=1, le=1000)):
     """A page of results in index order (`offset`, `limit` count stored results, failed
@@ -120,7 +135,8 @@ async def _stream(store: JobStore, job_id: str, position: int):
             await asyncio.sleep(POLL_S)
 
 
-@router.post("/{job_id}/cancel", response_model=JobRead, summary="Cancel a job (keeps partial results)")
+@router.post("/{job_id}/cancel", response_model=JobRead, summary="Cancel a job (keeps partial results)",
+             responses={200: {"headers": LOCATION}, **errors(404, 503)})
 def cancel_job(job: JobDep, store: StoreDep, dispatcher: DispatcherDep, response: Response):
     if job.state not in FINISHED:
         store.set_job_state(job_id=job.id, state="cancelling", now=time.time())
@@ -130,7 +146,7 @@ def cancel_job(job: JobDep, store: StoreDep, dispatcher: DispatcherDep, response
 
 
 @router.delete("/{job_id}", status_code=204, summary="Forget a finished job and its results",
-               responses={409: {"description": "the job is still running; cancel it first"}})
+               responses=errors(404, 409, 503))
 def delete_job(job: JobDep, store: StoreDep):
     if job.state not in FINISHED:
         raise HTTPException(409, f"job_id: job {job.id} is {job.state}; cancel it first, then delete it")

@@ -6,12 +6,13 @@ import asyncio
 from typing import AsyncIterator, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from service.api.deps import DispatcherDep, SettingsDep, apply_device_default, check_caps
 from service.dispatcher import Dispatcher, QueueFull
 from service.engine import Outcome
-from service.schemas import NDJSON, SampleBatch, SampleRequest, batch_json
+from service.schemas import NDJSON, SampleBatch, SampleRequest, batch_json, errors
 
 router = APIRouter(prefix="/v1/samples", tags=["samples"])
 RETRY_AFTER_S = "2"
@@ -43,7 +44,7 @@ def _prepare(body: SampleRequest, settings) -> object:
 
 
 @router.post("", response_model=SampleBatch, summary="Generate samples now",
-             responses={200: {"content": {NDJSON: {}}}, 429: {"description": "busy; Retry-After"}})
+             responses={200: {"content": {NDJSON: {}}}, **errors(413, 429)})
 async def create_samples(body: SampleRequest, request: Request, settings: SettingsDep, dispatcher: DispatcherDep):
     """Up to TCGEN_MAX_SYNC_COUNT samples, in index order. With `Accept: application/x-ndjson`
     each sample is streamed as one line as soon as it is ready (failed indices are skipped)."""
@@ -65,7 +66,7 @@ async def create_samples(body: SampleRequest, request: Request, settings: Settin
 
 
 @router.get("", summary="One sample, curl-friendly", response_model=SampleBatch,
-            responses={200: {"content": {"text/x-python": {}}}, 429: {"description": "busy; Retry-After"}})
+            responses={200: {"content": {"text/x-python": {}}}, **errors(429, 503)})
 async def read_sample(settings: SettingsDep, dispatcher: DispatcherDep,
                       level: int = Query(..., ge=0, le=4), seed: int | None = Query(None, ge=0, lt=2**63),
                       index: int = Query(0, ge=0, lt=2**63), min_flops: int = Query(2**16, ge=0),
@@ -83,7 +84,7 @@ async def read_sample(settings: SettingsDep, dispatcher: DispatcherDep,
         raise HTTPException(503, "the service is shutting down", headers={"Retry-After": RETRY_AFTER_S})
     outcome = outcomes[0]
     if outcome.json is None:
-        raise HTTPException(422, f"index: {outcome.error}")
+        raise RequestValidationError([{"loc": ("query", "index"), "msg": outcome.error, "type": "value_error"}])
     if format == "json":
         return Response(_batch_json(spec.seed, outcomes), media_type="application/json")
     return PlainTextResponse(outcome.sample.pytorch, media_type="text/x-python")

@@ -11,6 +11,7 @@ again, and a request that keeps killing workers is given up and reported.
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 import selectors
 import time
@@ -215,6 +216,9 @@ class Engine:
             run.wait_and_handle(timeout=0.5)
 
 
+_RUN_IDS = itertools.count()
+
+
 class _Run:
     """The state of one `Engine.run`: queues, per-index attempts, finished outcomes."""
 
@@ -226,20 +230,21 @@ class _Run:
         self.validate_queue: deque[int] = deque()
         self.done: dict[int, Outcome] = {}
         self.restarted_here: set[int] = set()  # ids of the workers `handle` replaced this round
+        self.id = next(_RUN_IDS)
 
     def dispatch(self) -> None:
         for w in self.engine._solvers:
             while w.free and self.solve_queue:
                 index = self.solve_queue.popleft()
                 state = self.states[index]
-                w.send(index, (self.spec_json, index, state.attempt, state.rejected))
+                w.send(self.id, index, (self.spec_json, index, state.attempt, state.rejected))
         while self.validate_queue:
             w = max(self.engine._validators, key=lambda v: v.free)
             if not w.free:
                 break
             index = self.validate_queue.popleft()
             state = self.states[index]
-            w.send(index, (index, state.candidate, state.rejected))
+            w.send(self.id, index, (index, state.candidate, state.rejected))
 
     def wait_and_handle(self, timeout: float) -> None:
         events = [key.data for key, _ in self.engine._selector.select(timeout)]
@@ -265,12 +270,15 @@ class _Run:
             w.ready, w.start_failures = True, 0
             return
         index = message[1]
-        w.in_flight.pop(index, None)
+        sent = w.answered(index)
         for stage, seconds in message[-1].items():
             self.engine.observer.stage_timed(stage, seconds)
+        if kind == "fault" and message[4]:  # whichever run it served, a poisoned worker must go
+            self.replace(w, blame=False)
+            self.restarted_here.add(id(w))
         state = self.states.get(index)
-        if state is None or index in self.done:
-            return
+        if sent.run != self.id or state is None or index in self.done:
+            return  # left behind by an earlier run that stopped early
         if kind == "done":
             self.done[index] = Outcome(index, message[3], relaxed=message[4])
             if message[5]:
@@ -290,8 +298,8 @@ class _Run:
         caches and retried, or a sticky CUDA error). First time: a fresh worker (a new
         context, an empty allocator) retries it, so a passing fault leaves no trace in the
         output. Again on the fresh worker: the attempt does not fit this device and is
-        rejected as such. A poisoned worker exits by itself; one out of memory goes on
-        unless it is being replaced for the retry."""
+        rejected as such. (A poisoned worker was replaced as soon as it answered; one out of
+        memory goes on unless it is replaced here for the retry.)"""
         state = self.states[index]
         retry = state.device_faults == 0
         if retry:
@@ -299,7 +307,7 @@ class _Run:
             (self.validate_queue if w in self.engine._validators else self.solve_queue).appendleft(index)
         else:
             self.reject(index, f"attempt {state.attempt}: {reason}")
-        if sticky or retry:
+        if retry and not sticky:  # (a sticky fault's worker is replaced already)
             self.replace(w, blame=False)  # its other requests did nothing wrong
             self.restarted_here.add(id(w))
 
@@ -328,9 +336,9 @@ class _Run:
         self.engine.progress.restarts += 1
         stage = "validation" if w in self.engine._validators else "solver"
         self.engine.observer.worker_restarted(stage)
-        for index in lost:
-            state = self.states.get(index)
-            if state is None or index in self.done:
+        for sent in lost:
+            index, state = sent.index, self.states.get(sent.index)
+            if sent.run != self.id or state is None or index in self.done:
                 continue
             state.crashes += blame
             if state.crashes >= MAX_CRASHES:

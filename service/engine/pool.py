@@ -4,6 +4,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -16,6 +17,18 @@ class EngineError(RuntimeError):
 
 
 @dataclass
+class Sent:
+    """A request in flight. `run` tells which Engine.run sent it: a run that stopped early
+    leaves requests behind, and their answers must not be taken for a later run's (the
+    same index of another spec)."""
+
+    run: int
+    index: int
+    request: Any
+    at: float
+
+
+@dataclass
 class Worker:
     name: str
     target: Callable[..., None]
@@ -25,7 +38,9 @@ class Worker:
     process: Any = None
     conn: Any = None
     ready: bool = False
-    in_flight: dict[int, tuple[Any, float]] = field(default_factory=dict)  # index -> (request, sent at)
+    # A worker answers its requests one at a time, in order: the oldest in flight is the one
+    # the next answer is for.
+    in_flight: deque[Sent] = field(default_factory=deque)
     start_failures: int = 0
     restarts: int = 0
 
@@ -49,16 +64,23 @@ class Worker:
     def free(self) -> int:
         return self.capacity - len(self.in_flight) if self.ready else 0
 
-    def send(self, index: int, request: Any) -> None:
-        self.in_flight[index] = (request, time.monotonic())
+    def send(self, run: int, index: int, request: Any) -> None:
+        self.in_flight.append(Sent(run, index, request, time.monotonic()))
         self.conn.send(request)
 
-    def oldest(self) -> float | None:
-        return min((t for _, t in self.in_flight.values()), default=None)
+    def answered(self, index: int) -> Sent:
+        """The request an answer about `index` is for."""
+        sent = self.in_flight.popleft()
+        if sent.index != index:
+            raise EngineError(f"{self.name} answered for index {index}, expected {sent.index}")
+        return sent
 
-    def restart(self) -> dict[int, Any]:
+    def oldest(self) -> float | None:
+        return self.in_flight[0].at if self.in_flight else None
+
+    def restart(self) -> list[Sent]:
         """Replace a dead (or killed) process; returns the requests it had in flight."""
-        lost = {i: req for i, (req, _) in self.in_flight.items()}
+        lost = list(self.in_flight)
         if not self.ready:
             self.start_failures += 1
             if self.start_failures >= MAX_START_FAILURES:
