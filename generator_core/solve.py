@@ -169,16 +169,16 @@ def solve_graph(graph: Graph, limits: Limits, seed: int, may_relax: bool = True)
     the original's fallback follows: min_flops is halved until a solution meets it (the
     sample is flagged relaxed). None means: rewire and try again (a fresh wiring is usually
     easier than more search)."""
-    if not any(flops_terms(graph)):
-        # Transpose, Cat, Tril... alone do no arithmetic, so the window cannot size them and
-        # the element cap alone allowed multi-GB programs at any window (measured: 2.5% of
-        # level-0 samples at 2**16..2**22 over 256 MB, up to 5.6 GB). Keep them at the
-        # window's scale: no tensor larger than max_flops elements, as an elementwise
-        # operator inside the window would be.
-        floor, limits = 0, replace(limits, max_tensor_numel=min(limits.max_tensor_numel,
-                                                                  max(limits.max_flops, MIN_NUMEL)))
-    else:
-        floor = limits.min_flops
+    terms = flops_terms(graph)
+    if not all(terms):
+        # Transpose, Cat, Tril... do no arithmetic, so the window cannot size their tensors,
+        # and the element cap alone allowed multi-GB programs at any window (measured at
+        # 2**16..2**22: 2.5% of level-0 samples over 256 MB, up to 5.6 GB; a level-2
+        # Minimum -> Cat -> Transpose of 1 MFLOP at 519 MB). Keep them at the window's
+        # scale: no tensor above max_flops elements, as an elementwise operator inside the
+        # window would be (every arithmetic operator does at least one FLOP per element).
+        limits = replace(limits, max_tensor_numel=min(limits.max_tensor_numel, max(limits.max_flops, MIN_NUMEL)))
+    floor = limits.min_flops if any(terms) else 0
     for stage, limit in STAGES:
         m, _ = build_model(graph, limits, floor, banded=stage)
         solver, infeasible = _run(m, seed, limit)
