@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import threading
 import time
 import typing
 from pathlib import Path
@@ -320,50 +319,8 @@ def test_job_page_limits(settled):
     assert settled.get("/v1/jobs/" + "a" * 65).status_code == 404
 
 
-def test_queued_jobs_cap(settled):
-    """TCGEN_MAX_QUEUED_JOBS=2: a third job while two run is a 429 with Retry-After."""
-    spec = {"level": 2, "count": 40, "min_flops": LO, "max_flops": HI}
-    first = [settled.post("/v1/jobs", json={**spec, "seed": s}) for s in (1, 2)]
-    third = settled.post("/v1/jobs", json={**spec, "seed": 3})
-    assert [r.status_code for r in first] == [202, 202]
-    assert third.status_code == 429 and int(third.headers["retry-after"]) > 0, third.text
-
-
-def test_pending_sync_cap(server):
-    """TCGEN_MAX_PENDING_SYNC=1: of several simultaneous sync requests, one runs, one waits,
-    the rest get 429 with Retry-After; none fails otherwise."""
-    statuses: list[int] = []
-
-    def one(seed: int) -> None:
-        with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=300) as c:
-            r = c.post("/v1/samples", json={"level": 2, "count": 3, "seed": seed, "min_flops": LO, "max_flops": HI})
-            assert r.status_code in (200, 429), r.text
-            assert r.status_code == 200 or int(r.headers["retry-after"]) > 0
-            statuses.append(r.status_code)
-
-    threads = [threading.Thread(target=one, args=(seed,)) for seed in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(statuses) == 6 and 429 in statuses and 200 in statuses, statuses
-
-
-def test_finished_jobs_expire(tmp_path):
-    """Disk: a finished job and its results are deleted after TCGEN_JOB_TTL_SECONDS."""
-    s = LocalServer(tmp_path / "ttl.db", workers=1,
-                    env={"TCGEN_JOB_TTL_SECONDS": "1", "TCGEN_EXPIRY_INTERVAL_SECONDS": "0.5"}).start()
-    try:
-        with httpx.Client(base_url=s.url, timeout=60) as c:
-            job_id = c.post("/v1/jobs", json={"level": 0, "count": 2, **SMALL}).json()["id"]
-            assert wait_finished(c, job_id)["state"] == "succeeded"
-            deadline = time.monotonic() + 30
-            while c.get(f"/v1/jobs/{job_id}").status_code == 200 and time.monotonic() < deadline:
-                time.sleep(0.25)
-            assert c.get(f"/v1/jobs/{job_id}").status_code == 404
-            assert c.get(f"/v1/jobs/{job_id}/samples").status_code == 404
-    finally:
-        assert s.stop() == 0, s.log()
+# The queue caps (429 + Retry-After) and the expiry of finished jobs (disk) are tested in
+# test_backpressure.py.
 
 
 def test_one_index_has_a_bounded_solver_budget(monkeypatch):
