@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from generator_core.graph import wire
 from generator_core.ops import OPERATORS, Operator
 from generator_core.render import graph_id, render_program
-from generator_core.sample import Sample, Validation
+from generator_core.sample import Baseline, Sample, Validation
 from generator_core.solve import DTYPE_BYTES, INDEX_BYTES, Limits, solve_graph
 from generator_core.spec import GenerationSpec
 
@@ -82,6 +82,8 @@ class Candidate:
     attempt: int
     fields: dict[str, Any]  # Sample fields but attempts, rejected and validation
     validation_seed: int
+    baselines: bool = False
+    baseline_compile: bool = False
 
 
 def solve_attempt(spec: GenerationSpec, index: int, attempt: int) -> Candidate | str:
@@ -104,19 +106,33 @@ def solve_attempt(spec: GenerationSpec, index: int, attempt: int) -> Candidate |
         input_shapes=program.input_shapes, output_shapes=program.output_shapes,
         bytes=_bytes(graph, solution.values, spec.dtype), graph=program.graph_json,
     )
-    return Candidate(index, attempt, fields, validation_seed=seed)
+    return Candidate(index, attempt, fields, validation_seed=seed, baselines=spec.baselines,
+                     baseline_compile=spec.baseline_compile)
 
 
-def validate_candidate(candidate: Candidate, *, device: str) -> Verdict:
+def validate_candidate(candidate: Candidate, *, device: str, timings: dict[str, float] | None = None) -> Verdict:
     from generator_core.validate import validate_program
 
     f = candidate.fields
     return validate_program(f["pytorch"], f["output_shapes"], fmt=f["format"], device=device,
-                            seed=candidate.validation_seed)
+                            seed=candidate.validation_seed, timings=timings)
 
 
-def make_sample(candidate: Candidate, rejected: list[str], validation: Validation | None) -> Sample:
-    return Sample(**candidate.fields, attempts=candidate.attempt + 1, rejected=rejected, validation=validation)
+def baseline_of(candidate: Candidate, *, device: str) -> Baseline | None:
+    """The sample's timings on `device`, when its spec asks for them (after it validated)."""
+    if not candidate.baselines:
+        return None
+    from generator_core.baseline import measure_baseline
+
+    f = candidate.fields
+    return measure_baseline(f["pytorch"], f["format"], device=device, seed=candidate.validation_seed,
+                            compile=candidate.baseline_compile)
+
+
+def make_sample(candidate: Candidate, rejected: list[str], validation: Validation | None,
+                baseline: Baseline | None = None) -> Sample:
+    return Sample(**candidate.fields, attempts=candidate.attempt + 1, rejected=rejected, validation=validation,
+                  baseline=baseline)
 
 
 def rejection(candidate: Candidate, verdict: Verdict) -> str:
@@ -141,7 +157,7 @@ def generate(spec: GenerationSpec, index: int, *, device: str = "cpu") -> Sample
             return make_sample(candidate, rejected, None)
         verdict = validate_candidate(candidate, device=device)
         if verdict.reason is None:
-            return make_sample(candidate, rejected, verdict.validation)
+            return make_sample(candidate, rejected, verdict.validation, baseline_of(candidate, device=device))
         rejected.append(rejection(candidate, verdict))
     raise give_up(spec, index, rejected)
 

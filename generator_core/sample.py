@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_serializer
 
 
 class OutputStats(BaseModel):
@@ -22,6 +22,21 @@ class Validation(BaseModel):
     device: str
     passed: bool
     outputs: list[OutputStats]
+
+
+class Baseline(BaseModel):
+    """Timings of the program on the device that validated it (spec `baselines`): what a
+    generated kernel is compared against. Machine-dependent, unlike the rest of a sample."""
+
+    device: str  # the device's name, e.g. "NVIDIA H100 80GB HBM3" or the CPU's
+    torch: str
+    runs: int
+    eager_ms: float  # median of `runs` timed runs after warm-up
+    eager_min_ms: float
+    compiled: bool | None = None  # None: not asked (baseline_compile false)
+    compile_s: float | None = None  # first call of torch.compile's program, compilation included
+    compiled_ms: float | None = None  # median of `runs`, when it compiled
+    compile_error: str | None = None
 
 
 class Sample(BaseModel):
@@ -47,3 +62,12 @@ class Sample(BaseModel):
     rejected: list[str] = []  # why earlier attempts of this index were redone
     graph: dict[str, Any]
     validation: Validation | None = None
+    baseline: Baseline | None = None
+
+    @model_serializer(mode="wrap")
+    def _baseline_only_when_asked(self, handler):
+        """Samples without baselines keep the bytes they had before the field existed."""
+        data = handler(self)
+        if data.get("baseline", 0) is None:
+            del data["baseline"]
+        return data

@@ -45,6 +45,12 @@ class GenerationSpec(BaseModel):
     # Named `validate` on the wire; pydantic's BaseModel reserves the attribute name.
     validate_samples: bool = Field(True, alias="validate", description="execute every sample before returning it")
     format: Format = "fused_operator"
+    # Opt-in per-sample timings on the validating device: what RL reward code compares a
+    # generated kernel against. The only machine-dependent part of a sample.
+    baselines: bool = Field(False, description="time each validated sample on its device: eager median of "
+                                               "10 runs after warm-up (CUDA events on a GPU)")
+    baseline_compile: bool = Field(False, description="with baselines: also torch.compile the program, and time "
+                                                      "the compiled program when it compiles")
 
     @field_validator("ops")
     @classmethod
@@ -69,6 +75,10 @@ class GenerationSpec(BaseModel):
     def _satisfiable(self):
         if self.level is None and self.op_sequence is None:
             raise ValueError("level: required unless op_sequence is given")
+        if self.baselines and not self.validate_samples:
+            raise ValueError("baselines: timings need validation on (validate: true)")
+        if self.baseline_compile and not self.baselines:
+            raise ValueError("baseline_compile: needs baselines: true")
         if self.start_index + self.count > INDEX_LIMIT:
             raise ValueError(f"start_index: {self.start_index} + count {self.count} goes past the last index "
                              f"2**63 - 1")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -116,20 +117,64 @@ def _judge(outputs: list[torch.Tensor], expected: list[list[int]]) -> tuple[str 
     return None, stats
 
 
-def validate_program(code: str, expected_shapes: list[list[int]], *, fmt: str, device: str, seed: int) -> Verdict:
+class Clock:
+    """Marks on the device's timeline: CUDA events on a GPU (no synchronisation until read),
+    the wall clock on the CPU. `spans()` gives the seconds between consecutive marks."""
+
+    def __init__(self, device: str):
+        self.cuda = device.startswith("cuda")
+        self.marks: list[tuple[str, object]] = []
+
+    def mark(self, name: str) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append((name, event))
+        else:
+            self.marks.append((name, time.perf_counter()))
+
+    def spans(self) -> dict[str, float]:
+        if self.cuda and self.marks:
+            self.marks[-1][1].synchronize()
+        return {name: (self.marks[i][1].elapsed_time(t) / 1000 if self.cuda else t - self.marks[i][1])
+                for i, (name, t) in enumerate(self.marks[1:])}
+
+
+def load_program(code: str, fmt: str):
+    """(get_inputs, the callable to time or run) of rendered code."""
+    namespace: dict = {}
+    exec(compile(code, "<tcgen-sample>", "exec"), namespace)  # our own rendered code, never client text
+    return namespace["get_inputs"], _entry_point(namespace, fmt)
+
+
+def make_inputs(get_inputs, device: str, seed: int) -> list[torch.Tensor]:
+    """The program's inputs, made on `device` from `seed` (call inside fork_rng)."""
+    torch.manual_seed(seed)
+    with torch.device(device):
+        return get_inputs()
+
+
+def validate_program(code: str, expected_shapes: list[list[int]], *, fmt: str, device: str, seed: int,
+                     timings: dict[str, float] | None = None) -> Verdict:
+    """The verdict on one program. `timings`, when given, receives the seconds spent making
+    inputs, running the program and checking its outputs (not part of the verdict)."""
     device = resolve_device(device)
     outputs: list[torch.Tensor] = []
+    clock = Clock(device)
     try:
-        namespace: dict = {}
-        exec(compile(code, "<tcgen-sample>", "exec"), namespace)  # our own rendered code, never client text
+        get_inputs, program = load_program(code, fmt)
         with torch.random.fork_rng(devices=[device] if device.startswith("cuda") else []), \
                 torch.no_grad(), _cpu_threads(device):
-            torch.manual_seed(seed)
-            with torch.device(device):
-                inputs = namespace["get_inputs"]()
-            result = _entry_point(namespace, fmt)(*inputs)
+            clock.mark("start")
+            inputs = make_inputs(get_inputs, device, seed)
+            clock.mark("inputs")
+            result = program(*inputs)
+            clock.mark("program")
             outputs = list(result) if isinstance(result, (list, tuple)) else [result]
             reason, stats = _judge(outputs, expected_shapes)
+            clock.mark("check")
+        if timings is not None:
+            timings.update(clock.spans())
     except Exception as exc:  # any failure of a generated program is a rejection, not a crash...
         fault = as_device_fault(exc)
         if fault is not None:  # ...but a failure of the device is not the program's

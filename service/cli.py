@@ -34,6 +34,9 @@ def _spec_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "max_total_bytes", type=int, help="default: what the validating device holds (at most 16 GiB)")
     _flag(p, "device", default="auto", choices=["cpu", "cuda", "auto"], help="where samples are validated")
     _flag(p, "no_validate", action="store_true", help="skip executing the samples")
+    _flag(p, "baselines", action="store_true",
+          help="time each sample on its validating device (eager median of 10 runs; machine-dependent)")
+    _flag(p, "baseline_compile", action="store_true", help="with --baselines: also torch.compile and time it")
 
 
 def _spec(args: argparse.Namespace, **extra: Any) -> GenerationSpec:
@@ -44,7 +47,8 @@ def _spec(args: argparse.Namespace, **extra: Any) -> GenerationSpec:
     fields = dict(level=args.level, seed=args.seed, min_flops=args.min_flops, max_flops=args.max_flops,
                   ops=args.ops, exclude_ops=args.exclude_ops, op_sequence=args.op_sequence, dtype=args.dtype,
                   topology=args.topology, max_tensor_numel=args.max_tensor_numel,
-                  max_total_bytes=args.max_total_bytes, validate=not args.no_validate, **extra)
+                  max_total_bytes=args.max_total_bytes, validate=not args.no_validate, baselines=args.baselines,
+                  baseline_compile=args.baseline_compile, **extra)
     return GenerationSpec(**fields)
 
 
@@ -133,7 +137,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     p = engine.progress
     print(f"wrote {written} samples to {args.output_file} in {seconds:.1f} s ({written / max(seconds, 1e-9):.1f}/s); "
           f"relaxed window: {relaxed}; rejected attempts: {p.rejected}; failed: {failed}; worker restarts: "
-          f"{p.restarts}; max_total_bytes {spec.max_total_bytes}", file=sys.stderr)
+          f"{p.restarts}; max_total_bytes {spec.max_total_bytes}; validated by "
+          + (", ".join(f"{d} {n}" for d, n in sorted(p.validated.items())) or "none"), file=sys.stderr)
     if stopped:
         print(f"interrupted by {stopped[0]}: {done + written + failed} of {spec.count} done; "
               f"continue with --resume", file=sys.stderr)

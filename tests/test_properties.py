@@ -44,7 +44,10 @@ NAME_LISTS = ("ops", "exclude_ops", "op_sequence")
 DEFAULTS = {"level": None, "count": 1, "seed": 0, "start_index": 0, "min_flops": 2**34, "max_flops": 2**35,
             "ops": None, "exclude_ops": [], "op_sequence": None, "dtype": "float32", "topology": "dag",
             "max_tensor_numel": 2**30, "max_total_bytes": 16 * 2**30, "validate_samples": True,
-            "format": "fused_operator"}
+            "format": "fused_operator", "baselines": False, "baseline_compile": False}
+# Opt-in timings (machine-dependent, so outside the determinism property); the strategies
+# leave them at their defaults, and test_baselines.py covers their rules.
+TIMING_FLAGS = {"baselines", "baseline_compile"}
 LEVEL_OPS = {0: 1, 1: 2, 2: 3, 3: 5, 4: 10}  # README: 0..4 -> 1, 2, 3, 5, 10 operators
 ODD_NAMES = ["add", "ADD", "Add ", " Add", "Add\x00", "\u0410dd", "Add;", "Add\nimport os", "",
              "__import__('os').system('id')", "torch.add", "Relu", "ops", "None", "*", "Add,Mul"]
@@ -55,7 +58,8 @@ ODD_LITERALS = ["", "Float32", "float32 ", "torch.float32", "float64", "int8", "
 def test_oracle_covers_every_field():
     """Every GenerationSpec field is classified here (a new field must be added to the oracle,
     and to test_security's list of client string fields)."""
-    assert set(GenerationSpec.model_fields) == set(INT_RANGES) | set(LITERALS) | set(NAME_LISTS) | {"validate_samples"}
+    assert set(GenerationSpec.model_fields) == (set(INT_RANGES) | set(LITERALS) | set(NAME_LISTS) | {"validate_samples"}
+                                                | TIMING_FLAGS)
     assert set(DEFAULTS) == set(GenerationSpec.model_fields)
     assert {f: GenerationSpec.model_fields[f].get_default(call_default_factory=True) for f in DEFAULTS} == DEFAULTS
 
@@ -177,9 +181,11 @@ def spec_dicts(draw, allow_bad: bool = True) -> Case:
     their own (so the up-front checks decide), "one" has one bad field or unknown key,
     "any" mixes freely."""
     mode = draw(st.sampled_from(["clean", "clean", "one", "one", "any"])) if allow_bad else "clean"
-    culprit = draw(st.sampled_from([*DEFAULTS, "unknown key"])) if mode == "one" else None
+    culprit = draw(st.sampled_from([*sorted(set(DEFAULTS) - TIMING_FLAGS), "unknown key"])) if mode == "one" else None
     raw, bad, values = {}, set(), dict(DEFAULTS)
     for name in DEFAULTS:
+        if name in TIMING_FLAGS:
+            continue
         present = draw(st.integers(0, 9)) > 0 if name == "level" else draw(st.booleans())
         if name == culprit:
             d = draw(field_st(name, "bad"))

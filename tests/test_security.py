@@ -397,9 +397,9 @@ RISKY = {"eval", "exec", "compile", "__import__", "breakpoint", "os.system", "os
 RISKY_PREFIXES = ("subprocess.", "os.exec", "os.spawn")
 SQL_CALLS = {"execute", "executemany", "executescript"}  # flagged unless the SQL is a literal or a module constant
 ALLOWED = {
-    ("generator_core/validate.py", "validate_program", "compile"):
+    ("generator_core/validate.py", "load_program", "compile"):
         "compiles the program render.py wrote from a validated spec (registry names, enums, solved ints)",
-    ("generator_core/validate.py", "validate_program", "exec"):
+    ("generator_core/validate.py", "load_program", "exec"):
         "executes that program; test_rendered_programs_hold_no_client_text checks what it can contain",
     ("service/local_server.py", "LocalServer.start", "subprocess.Popen"):
         "a fixed argv list (sys.executable -m service.cli serve, ints and a path from the test), no shell",

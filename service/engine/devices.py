@@ -36,7 +36,9 @@ def device_slots(device: str) -> list[DeviceSlot]:
         raise ValueError("device: cuda was asked for but no CUDA device is visible")
     if not gpus:
         return [DeviceSlot("cpu", {"CUDA_VISIBLE_DEVICES": ""})]
-    return [DeviceSlot(f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": g}) for g in gpus]
+    # CUBLAS_WORKSPACE_CONFIG: cuBLAS is deterministic only with a fixed workspace (the
+    # validation worker turns on torch's deterministic algorithms).
+    return [DeviceSlot(f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": g, "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}) for g in gpus]
 
 
 def _host_memory_bytes() -> int:

@@ -80,6 +80,10 @@ class Observer:
     def worker_restarted(self, stage: str) -> None:
         """A solver or validation worker died and was replaced."""
 
+    def answered(self, kind: str, index: int, timings: dict[str, float]) -> None:
+        """A worker's answer (done, rejected, solved, fault) and its timings: solve,
+        validate, and validation's parts (validate.inputs, .program, .check, .baseline)."""
+
 
 @dataclass
 class _Index:
@@ -271,8 +275,11 @@ class _Run:
             return
         index = message[1]
         sent = w.answered(index)
-        for stage, seconds in message[-1].items():
-            self.engine.observer.stage_timed(stage, seconds)
+        timings = message[-1]
+        for stage in ("solve", "validate"):
+            if stage in timings:
+                self.engine.observer.stage_timed(stage, timings[stage])
+        self.engine.observer.answered(kind, index, timings)
         if kind == "fault" and message[4]:  # whichever run it served, a poisoned worker must go
             self.replace(w, blame=False)
             self.restarted_here.add(id(w))

@@ -22,8 +22,8 @@ from typing import Any
 CRASH_ENV = "TCGEN_TEST_CRASH"
 # TCGEN_TEST_FAULT="<oom|sticky>:<index>:<count-file>:<times>" makes the first <times>
 # validations of <index> fail inside the program as a full device (torch.OutOfMemoryError)
-# or a poisoned CUDA context (torch.AcceleratorError) would, so the CPU exercises the
-# exact path a GPU takes: the same exception types, caught by the same code.
+# or a poisoned CUDA context (torch.AcceleratorError) would: for real on a GPU, and on the
+# CPU by raising the same exception types, so it exercises the exact path a GPU takes.
 FAULT_ENV = "TCGEN_TEST_FAULT"
 # A worker exits with this status after a sticky device fault (its context is unusable).
 EXIT_POISONED = 75
@@ -44,9 +44,11 @@ def _maybe_crash(stage: str, index: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _planned_fault(index: int):
-    """A context that raises the injected device fault at the program's first torch call,
-    or None. The count file holds how many times it has fired."""
+def _planned_fault(index: int, device: str):
+    """A context that makes the program's first torch call fail as the device would, or
+    None. On a GPU the failure is real: an allocation far beyond the device's memory, or an
+    out-of-bounds index that trips a device-side assert and poisons the CUDA context. On the
+    CPU the same exception types are raised. The count file holds how often it has fired."""
     planned = os.environ.get(FAULT_ENV, "")
     if not planned:
         return None
@@ -62,12 +64,19 @@ def _planned_fault(index: int):
     import torch
     from torch.overrides import TorchFunctionMode
 
-    error = (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)") if kind == "oom"
-             else torch.AcceleratorError("CUDA error: an illegal memory access was encountered (injected)"))
+    def fail():
+        if device == "cuda" and kind == "oom":
+            torch.empty(2**50, dtype=torch.uint8, device="cuda")  # 1 PiB
+        if device == "cuda":
+            torch.zeros(4, device="cuda")[torch.tensor([1 << 20], device="cuda")]  # device-side assert
+            torch.cuda.synchronize()
+        if kind == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")
+        raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered (injected)")
 
     class Fault(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
-            raise error
+            fail()
 
     return Fault()
 
@@ -88,12 +97,13 @@ def _serve(conn, handle) -> None:
             os._exit(EXIT_POISONED)  # a sticky CUDA error: nothing more can run in this context
 
 
-def _done(index: int, candidate, rejected: list[str], validation, label: str | None) -> tuple[Any, ...]:
+def _done(index: int, candidate, rejected: list[str], validation, label: str | None,
+          baseline=None) -> tuple[Any, ...]:
     """The finished sample, serialised here so the parent only routes and writes bytes.
-    Every answer ends with a dict of stage timings (seconds), which only metrics read."""
+    Every answer ends with a dict of timings (seconds), which only metrics and benches read."""
     from generator_core.generate import make_sample
 
-    sample_json = make_sample(candidate, rejected, validation).model_dump_json()
+    sample_json = make_sample(candidate, rejected, validation, baseline).model_dump_json()
     return ("done", index, candidate.attempt, sample_json, candidate.fields["flops_window_relaxed"], label, {})
 
 
@@ -120,13 +130,19 @@ def _validator(label: str):
     first time in this process) sees exactly the one GPU of `label`."""
     import torch
 
-    from generator_core.generate import rejection, validate_candidate
+    from generator_core.generate import baseline_of, rejection, validate_candidate
+    from generator_core.sample import Baseline
     from generator_core.validate import DeviceFault, Verdict
 
     device = "cpu" if label == "cpu" else "cuda"
     release_memory = _release_memory()
     if device == "cpu":
         torch.set_num_threads(1)  # what validate_program uses anyway; set once, not per sample
+    else:
+        # A sample records its outputs' statistics, so a GPU must compute them the same way
+        # every time: no nondeterministic kernels (atomics), no autotuned cuDNN choices.
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
     def free_device_memory() -> None:
         gc.collect()  # the failed program's tensors, held by its traceback's frames
@@ -134,11 +150,18 @@ def _validator(label: str):
             torch.cuda.empty_cache()
         release_memory()
 
-    def run(index: int, candidate) -> Verdict | DeviceFault:
+    def run(index: int, candidate, timings: dict[str, float]) -> tuple[Verdict, Baseline | None] | DeviceFault:
         fault = None
         try:
-            with _planned_fault(index) or contextlib.nullcontext():
-                return validate_candidate(candidate, device=device)
+            with _planned_fault(index, device) or contextlib.nullcontext():
+                verdict = validate_candidate(candidate, device=device, timings=timings)
+            if verdict.reason is not None:
+                return verdict, None
+            started = time.perf_counter()
+            baseline = baseline_of(candidate, device=device)
+            if baseline is not None:
+                timings["baseline"] = time.perf_counter() - started
+            return verdict, baseline
         except DeviceFault as exc:
             fault = DeviceFault(exc.reason, exc.sticky)  # without the traceback and its tensors
         free_device_memory()
@@ -147,16 +170,21 @@ def _validator(label: str):
     def validate(index: int, candidate, rejected: list[str]) -> tuple[Any, ...]:
         _maybe_crash("validate", index)
         started = time.perf_counter()
-        verdict = run(index, candidate)
-        if isinstance(verdict, DeviceFault) and not verdict.sticky:
-            verdict = run(index, candidate)  # out of memory: once more, with the caches emptied
-        if isinstance(verdict, DeviceFault):
+        timings: dict[str, float] = {}
+        result = run(index, candidate, timings)
+        if isinstance(result, DeviceFault) and not result.sticky:
+            result = run(index, candidate, timings)  # out of memory: once more, with the caches emptied
+        if isinstance(result, DeviceFault):
             # The engine decides: retry on a fresh worker, or (a second time) reject as unfit.
-            return _timed("validate", ("fault", index, candidate.attempt, verdict.reason, verdict.sticky, {}), started)
+            return _timed("validate", ("fault", index, candidate.attempt, result.reason, result.sticky, {}), started)
+        verdict, baseline = result
         release_memory()
         if verdict.reason is not None:
-            return _timed("validate", ("rejected", index, candidate.attempt, rejection(candidate, verdict), {}), started)
-        return _timed("validate", _done(index, candidate, rejected, verdict.validation, label), started)
+            answer = ("rejected", index, candidate.attempt, rejection(candidate, verdict), {})
+        else:
+            answer = _done(index, candidate, rejected, verdict.validation, label, baseline)
+        answer[-1].update({f"validate.{k}": v for k, v in timings.items()})
+        return _timed("validate", answer, started)
 
     return validate
 
