@@ -228,6 +228,20 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:  # after every stage: a run cut short keeps what it measured
         out.write_text(json.dumps(report, indent=1))
 
+    # Faults and baselines first: they are pass/fail checks, the level table is figures.
+    spec2 = GenerationSpec(level=2, seed=args.seed + 100, min_flops=args.min_flops, max_flops=args.max_flops)
+    if args.fault_count:
+        report["faults"] = fault_runs(spec2, args.fault_count, args.workers, args.device)
+        print("faults:", json.dumps(report["faults"]), flush=True)
+        save()
+    if args.baseline_count:
+        report["baselines"] = baseline_run(spec2, args.baseline_count, args.workers, args.device, hw)
+        print("baselines:", json.dumps(report["baselines"]), flush=True)
+        save()
+    if args.compile_count:
+        report["compile"] = compile_run(spec2, args.compile_count, args.workers, args.device)
+        print("compile:", json.dumps(report["compile"]), flush=True)
+        save()
     print(f"{'level':>5} {'dtype':>8} {'samples/s':>9} {'busy':>5} {'bad':>3} {'floor ms':>8} {'inputs':>7} "
           f"{'program':>7} {'check':>6} {'wall ms':>7} {'dev/floor':>9} {'p90':>6} {'prog/floor':>10}")
     for level, dtype in [(lv, "float32") for lv in args.levels] + [(2, "bfloat16")] * (2 in args.levels):
@@ -246,18 +260,6 @@ def main(argv: list[str] | None = None) -> int:
         for e in row["explained"]:
             print("   slow:", json.dumps(e), flush=True)
         save()
-    spec2 = GenerationSpec(level=2, seed=args.seed + 100, min_flops=args.min_flops, max_flops=args.max_flops)
-    if args.fault_count:
-        report["faults"] = fault_runs(spec2, args.fault_count, args.workers, args.device)
-        print("faults:", json.dumps(report["faults"]), flush=True)
-        save()
-    if args.baseline_count:
-        report["baselines"] = baseline_run(spec2, args.baseline_count, args.workers, args.device, hw)
-        print("baselines:", json.dumps(report["baselines"]), flush=True)
-        save()
-    if args.compile_count:
-        report["compile"] = compile_run(spec2, args.compile_count, args.workers, args.device)
-        print("compile:", json.dumps(report["compile"]), flush=True)
     save()
     print(f"written to {out}")
     return 0
