@@ -70,10 +70,15 @@ def hardware(device: str) -> dict:
     bandwidth = 2 * 4 * n / timed(lambda: dst.copy_(src), 20)
     src = dst = None  # free them before the matmuls
     peak = {}
+    # float32 at the TF32 tensor-core rate: PyTorch runs float32 convolutions in TF32 by
+    # default (cudnn.allow_tf32), so the true-float32 matmul rate would not bound them.
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
     for dtype in (torch.float32, torch.bfloat16):
         m = 8192 if device == "cuda" else 1024
         a, b = torch.randn(m, m, device=device, dtype=dtype), torch.randn(m, m, device=device, dtype=dtype)
         peak[str(dtype).removeprefix("torch.")] = 2 * m**3 / timed(lambda: a @ b, 10)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     if device == "cuda":
         torch.cuda.empty_cache()
     return {"bandwidth_bytes_per_s": bandwidth, "peak_flops_per_s": peak}

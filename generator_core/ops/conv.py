@@ -49,6 +49,9 @@ def constrain_window_output(m, length, out, p) -> None:
     m.add_division(m.v(out) - 1, numerator, m.v(p["stride"]))
 
 
+MIN_TRANSPOSED_IN_PER_GROUP = 8
+
+
 class Conv(Operator):
     family = "conv"
     arity = 2  # input and weight
@@ -87,6 +90,12 @@ class Conv(Operator):
         c_out = node.output.dims[1]
         m.add(m.v(x.dims[1]) == m.product([p["groups"], p["in_per_group"]]))
         m.add(m.v(c_out) == m.product([p["groups"], p["out_per_group"]]))
+        if self.transposed:
+            # A transposed convolution's GEMM reduces over in_per_group: with a handful of
+            # input channels per group, cuDNN's kernels (and the per-group fallback) crawl.
+            # Measured on an H100 at 2**34 FLOPs: 0.5-1.6 s with 1-5 channels per group, 95 s
+            # for a depthwise one (groups = channels), against a floor of a few ms.
+            m.add(m.v(p["in_per_group"]) >= MIN_TRANSPOSED_IN_PER_GROUP)
         for length, out in zip(x.dims[2:], node.output.dims[2:]):
             if self.transposed:
                 self.constrain_transposed_output(m, length, out, p)

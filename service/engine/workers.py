@@ -164,7 +164,8 @@ def _validator(label: str):
             return verdict, baseline
         except DeviceFault as exc:
             fault = DeviceFault(exc.reason, exc.sticky)  # without the traceback and its tensors
-        free_device_memory()
+        if not fault.sticky:  # a poisoned context fails every call, freeing included; it exits instead
+            free_device_memory()
         return fault
 
     def validate(index: int, candidate, rejected: list[str]) -> tuple[Any, ...]:
