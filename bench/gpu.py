@@ -88,14 +88,10 @@ def floor_s(sample: dict, hw: dict) -> float:
     return max(sample["bytes"] / hw["bandwidth_bytes_per_s"], sample["flops"] / hw["peak_flops_per_s"][sample["dtype"]])
 
 
-VALIDATORS_PER_GPU = 1  # --validators-per-gpu
-
-
 def run(spec: GenerationSpec, count: int, workers: int, device: str) -> tuple[list[str | None], dict, Timings]:
     """`count` samples on a warm engine: their lines, the run's figures, and the timings."""
     timings = Timings()
-    with Engine(solver_workers=workers, device=device, cpu_validation="worker", observer=timings,
-                validators_per_gpu=VALIDATORS_PER_GPU) as engine:
+    with Engine(solver_workers=workers, device=device, cpu_validation="worker", observer=timings) as engine:
         engine.start(validation=True)
         engine.wait_ready(timeout=600)
         list(engine.run(spec.model_copy(update={"seed": spec.seed + 1}), range(min(8, count))))  # warm the device
@@ -221,11 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile-count", type=int, default=0, help="samples also timed under torch.compile")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--explain", type=int, default=3, help="profile this many of each level's slowest samples")
-    p.add_argument("--validators-per-gpu", type=int, default=1)
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
-    global VALIDATORS_PER_GPU
-    VALIDATORS_PER_GPU = args.validators_per_gpu
 
     hw = hardware(args.device)
     name = device_name(args.device)

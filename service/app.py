@@ -78,8 +78,7 @@ def _store_unavailable(request: Request, exc: sqlite3.OperationalError) -> JSONR
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     if settings.max_total_bytes is None:
-        settings = settings.model_copy(update={"max_total_bytes": default_max_total_bytes(
-            device_slots(settings.device), settings.validators_per_gpu)})
+        settings = settings.model_copy(update={"max_total_bytes": default_max_total_bytes(device_slots(settings.device))})
     metrics = Metrics()
 
     @asynccontextmanager
@@ -87,8 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = JobStore(settings.db_path)
         metrics.track_jobs(store.count_jobs_by_state)
         dispatcher = Dispatcher(settings, store, metrics, lambda: Engine(
-            solver_workers=settings.solver_workers, device=settings.device, observer=metrics,
-            validators_per_gpu=settings.validators_per_gpu))
+            solver_workers=settings.solver_workers, device=settings.device, observer=metrics))
         app.state.store, app.state.dispatcher = store, dispatcher
         dispatcher.start()
         try:

@@ -43,7 +43,7 @@ def _spec(args: argparse.Namespace, **extra: Any) -> GenerationSpec:
     if args.max_total_bytes is None:
         from service.engine import default_max_total_bytes, device_slots
 
-        args.max_total_bytes = default_max_total_bytes(device_slots(args.device), getattr(args, "validators_per_gpu", 1))
+        args.max_total_bytes = default_max_total_bytes(device_slots(args.device))
     fields = dict(level=args.level, seed=args.seed, min_flops=args.min_flops, max_flops=args.max_flops,
                   ops=args.ops, exclude_ops=args.exclude_ops, op_sequence=args.op_sequence, dtype=args.dtype,
                   topology=args.topology, max_tensor_numel=args.max_tensor_numel,
@@ -115,8 +115,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 2
     failed, relaxed, written = 0, 0, 0
     start = time.perf_counter()
-    engine = Engine(solver_workers=args.num_workers, device=args.device, cpu_validation=args.cpu_validation,
-                    validators_per_gpu=args.validators_per_gpu)
+    engine = Engine(solver_workers=args.num_workers, device=args.device, cpu_validation=args.cpu_validation)
     stopped = _stop_on_signals(engine)
     with engine, open(args.output_file, "a", encoding="utf-8") as out:
         report = ProgressReporter(spec.count, done, engine.progress)
@@ -202,8 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "cpu_validation", default="inline", choices=["inline", "worker"],
           help="without a GPU: validate in each solver process (inline, faster) or in one "
                "dedicated validation process, as each GPU gets (worker)")
-    _flag(p, "validators_per_gpu", type=int, default=1,
-          help="validation processes per GPU (each gets its share of the memory for max_total_bytes)")
     p.set_defaults(run=cmd_generate)
 
     p = sub.add_parser("serve", help="the REST service (settings: TCGEN_* environment variables)")

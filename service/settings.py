@@ -16,7 +16,6 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     solver_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    validators_per_gpu: int = Field(1, ge=1, le=8, description="validation processes per GPU")
     db_path: str = Field("tcgen.db", description="SQLite job store (WAL)")
     api_key: SecretStr | None = Field(None, description="when set, every route but health needs it")
     # Caps: what one request may ask for.

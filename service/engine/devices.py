@@ -45,7 +45,7 @@ def _host_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def default_max_total_bytes(slots: list[DeviceSlot], validators_per_gpu: int = 1) -> int:
+def default_max_total_bytes(slots: list[DeviceSlot]) -> int:
     """A program budget every validation device can hold. A worker validates one program
     at a time; a quarter of host memory (CPU) or 80% of the smallest GPU leaves room for
     operator temporaries, the allocator's cache and the other processes."""
@@ -54,4 +54,4 @@ def default_max_total_bytes(slots: list[DeviceSlot], validators_per_gpu: int = 1
     import torch
 
     smallest = min(torch.cuda.get_device_properties(int(s.label.split(":")[1])).total_memory for s in slots)
-    return min(MAX_PROGRAM_BYTES, int(smallest * 0.8) // validators_per_gpu)
+    return min(MAX_PROGRAM_BYTES, int(smallest * 0.8))

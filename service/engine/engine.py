@@ -96,7 +96,7 @@ class _Index:
 
 class Engine:
     def __init__(self, solver_workers: int | None = None, device: str = "auto", max_in_flight: int | None = None,
-                 cpu_validation: str = "inline", observer: Observer | None = None, validators_per_gpu: int = 1):
+                 cpu_validation: str = "inline", observer: Observer | None = None):
         self.solver_workers = solver_workers if solver_workers is not None else (os.cpu_count() or 1)
         if self.solver_workers < 1:
             raise ValueError(f"num_workers: must be at least 1, got {self.solver_workers}")
@@ -120,16 +120,10 @@ class Engine:
         self._selector = selectors.DefaultSelector()
         self._solvers = [Worker(f"tcgen-solver-{i}", solver_main, args=("cpu" if inline else None,),
                                 env=SOLVER_ENV, capacity=SOLVER_DEPTH) for i in range(self.solver_workers)]
-        if validators_per_gpu < 1:
-            raise ValueError(f"validators_per_gpu: must be at least 1, got {validators_per_gpu}")
-        # Several validation processes on one GPU fill the gaps one leaves while its Python
-        # runs (exec, launches, checks, JSON) and keep a slow program from stalling the GPU's
-        # queue; the device time-slices between them. Each must then fit its share of the
-        # memory (default_max_total_bytes divides it).
         self._validators = [] if inline else [
-            Worker(f"tcgen-validate-{s.label}-{k}", validation_main, args=(s.label,), env={**WORKER_ENV, **s.env},
+            Worker(f"tcgen-validate-{s.label}", validation_main, args=(s.label,), env={**WORKER_ENV, **s.env},
                    capacity=VALIDATION_DEPTH)
-            for s in self.slots for k in range(validators_per_gpu if s.label.startswith("cuda") else 1)]
+            for s in self.slots]
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, validation: bool = True) -> None:
