@@ -41,6 +41,9 @@ class Timings(Observer):
     """Every answer's timings, by index; the last validation of an index is its sample's."""
 
     def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
         self.by_index: dict[int, dict[str, float]] = {}
         self.device_seconds = 0.0  # inputs + program + checks of every validation, rejected ones too
 
@@ -95,7 +98,7 @@ def run(spec: GenerationSpec, count: int, workers: int, device: str) -> tuple[li
         engine.start(validation=True)
         engine.wait_ready(timeout=600)
         list(engine.run(spec.model_copy(update={"seed": spec.seed + 1}), range(min(8, count))))  # warm the device
-        timings.__init__()
+        timings.reset()
         start = time.perf_counter()
         lines = [o.json for o in engine.run(spec, range(count))]
         wall = time.perf_counter() - start
