@@ -4,6 +4,7 @@ time against these, so they are measured as a kernel benchmark would: on the sam
 inputs, after warm-up, CUDA events around each run, the median kept."""
 from __future__ import annotations
 
+import functools
 import platform
 import statistics
 import time
@@ -11,13 +12,14 @@ import time
 import torch
 
 from generator_core.sample import Baseline
-from generator_core.validate import (Clock, _cpu_threads, _reason, as_device_fault, load_program, make_inputs,
+from generator_core.validate import (Clock, _reason, as_device_fault, execution_scope, load_program, make_inputs,
                                      resolve_device)
 
 RUNS = 10
 WARMUP = 3
 
 
+@functools.cache  # asked once per sample; the answer never changes in a process
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
@@ -59,8 +61,7 @@ def measure_baseline(code: str, fmt: str, *, device: str, seed: int, compile: bo
     device = resolve_device(device)
     get_inputs, program = load_program(code, fmt)
     try:
-        with torch.random.fork_rng(devices=[device] if device.startswith("cuda") else []), torch.no_grad(), \
-                _cpu_threads(device):  # on the CPU, one thread, as validation
+        with execution_scope(device):  # as validation: on the CPU, one thread
             inputs = make_inputs(get_inputs, device, seed)
             eager = time_runs(program, inputs, device)
             baseline = Baseline(device=device_name(device), torch=torch.__version__, runs=RUNS,

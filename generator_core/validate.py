@@ -140,6 +140,15 @@ class Clock:
                 for i, (name, t) in enumerate(self.marks[1:])}
 
 
+@contextlib.contextmanager
+def execution_scope(device: str):
+    """Where a program runs: its own RNG state (left as it was found), no autograd, and on
+    the CPU one thread (so reductions round the same in any process)."""
+    with torch.random.fork_rng(devices=[device] if device.startswith("cuda") else []), torch.no_grad(), \
+            _cpu_threads(device):
+        yield
+
+
 def load_program(code: str, fmt: str):
     """(get_inputs, the callable to time or run) of rendered code."""
     namespace: dict = {}
@@ -163,8 +172,7 @@ def validate_program(code: str, expected_shapes: list[list[int]], *, fmt: str, d
     clock = Clock(device)
     try:
         get_inputs, program = load_program(code, fmt)
-        with torch.random.fork_rng(devices=[device] if device.startswith("cuda") else []), \
-                torch.no_grad(), _cpu_threads(device):
+        with execution_scope(device):
             clock.mark("start")
             inputs = make_inputs(get_inputs, device, seed)
             clock.mark("inputs")

@@ -170,13 +170,11 @@ class Dispatcher:
                 if job_id is not None:
                     try:
                         self._run_job_chunk(job_id, guaranteed=self.settings.job_turn if syncs_in_a_row else 0)
-                    except (sqlite3.OperationalError, EngineError):
-                        raise
+                    except sqlite3.OperationalError:
+                        raise  # the store, not the job: retried below
                     except Exception as exc:  # a bug must fail its job, not stop the service
                         log.exception("job %s failed", job_id)
-                        self.store.set_job_state(job_id=job_id, state="failed", now=time.time(),
-                                                 error=f"internal error: {type(exc).__name__}: {exc}"[:500])
-                        self._finish(job_id)
+                        self._fail(job_id, f"internal error: {type(exc).__name__}: {exc}"[:500])
                     syncs_in_a_row = 0
                     continue
             except sqlite3.OperationalError as exc:
@@ -230,11 +228,14 @@ class Dispatcher:
                 self.store.add_result(job_id=job_id, position=outcome.index - start, index=outcome.index,
                                       sample_json=outcome.json, error=None if outcome.json else outcome.error)
         except EngineError as exc:
-            self.store.set_job_state(job_id=job_id, state="failed", now=time.time(), error=str(exc))
-            return self._finish(job_id)
+            return self._fail(job_id, str(exc))
         if self.store.stored_positions(job_id=job_id) >= job.total:
             self.store.set_job_state(job_id=job_id, state="succeeded", now=time.time())
             self._finish(job_id)
+
+    def _fail(self, job_id: str, error: str) -> None:
+        self.store.set_job_state(job_id=job_id, state="failed", now=time.time(), error=error)
+        self._finish(job_id)
 
     def _finish(self, job_id: str) -> None:
         with self._lock:

@@ -137,8 +137,10 @@ class Engine:
     # One selector for the engine's life: building one per wait (what
     # multiprocessing.connection.wait does) cost the parent measurable CPU per sample.
     def _watch(self, w: Worker) -> None:
-        self._selector.register(w.conn, selectors.EVENT_READ, (w, "message"))
-        self._selector.register(w.process.sentinel, selectors.EVENT_READ, (w, "exit"))
+        # Each event names the process it is about: a worker replaced while its events were
+        # being handled must not be replaced again for its old process's exit.
+        self._selector.register(w.conn, selectors.EVENT_READ, (w, "message", w.process))
+        self._selector.register(w.process.sentinel, selectors.EVENT_READ, (w, "exit", w.process))
 
     def _unwatch(self, w: Worker) -> None:
         for obj in (w.conn, w.process.sentinel):
@@ -233,7 +235,6 @@ class _Run:
         self.solve_queue: deque[int] = deque()
         self.validate_queue: deque[int] = deque()
         self.done: dict[int, Outcome] = {}
-        self.restarted_here: set[int] = set()  # ids of the workers `handle` replaced this round
         self.id = next(_RUN_IDS)
 
     def dispatch(self) -> None:
@@ -253,7 +254,7 @@ class _Run:
     def wait_and_handle(self, timeout: float) -> None:
         events = [key.data for key, _ in self.engine._selector.select(timeout)]
         dead: list[Worker] = []
-        for w, what in events:  # messages first: a worker may answer and then die
+        for w, what, _ in events:  # messages first: a worker may answer and then die
             if what != "message":
                 continue
             try:
@@ -261,11 +262,9 @@ class _Run:
                     self.handle(w, w.conn.recv())
             except (EOFError, OSError):
                 dead.append(w)
-        dead += [w for w, what in events if what == "exit" and w not in dead]
+        dead += [w for w, what, process in events if what == "exit" and process is w.process and w not in dead]
         for w in dead:
-            if id(w) not in self.restarted_here:  # its exit was a restart `handle` already made
-                self.replace(w)
-        self.restarted_here.clear()
+            self.replace(w)
         self.watchdog()
 
     def handle(self, w: Worker, message: tuple) -> None:
@@ -282,7 +281,6 @@ class _Run:
         self.engine.observer.answered(kind, index, timings)
         if kind == "fault" and message[4]:  # whichever run it served, a poisoned worker must go
             self.replace(w, blame=False)
-            self.restarted_here.add(id(w))
         state = self.states.get(index)
         if sent.run != self.id or state is None or index in self.done:
             return  # left behind by an earlier run that stopped early
@@ -316,7 +314,6 @@ class _Run:
             self.reject(index, f"attempt {state.attempt}: {reason}")
         if retry and not sticky:  # (a sticky fault's worker is replaced already)
             self.replace(w, blame=False)  # its other requests did nothing wrong
-            self.restarted_here.add(id(w))
 
     def _label(self, w: Worker) -> str:
         return w.args[0] if w in self.engine._validators else "cpu"
