@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from bench.gpu_nodes import SETTINGS, node_rows, summary
 from bench.solve import percentile
 from generator_core import GenerationSpec
 from generator_core.baseline import device_name
@@ -108,6 +110,10 @@ def run(spec: GenerationSpec, count: int, workers: int, device: str) -> tuple[li
                    "busy_fraction": timings.device_seconds / wall, "restarts": restarts}, timings
 
 
+def _tensor_bytes(shapes: list[list[int]], dtypes: list[str]) -> int:
+    return sum(math.prod(shape) * torch.empty(0, dtype=getattr(torch, d)).element_size() for shape, d in zip(shapes, dtypes))
+
+
 def per_sample(lines: list[str | None], timings: Timings, hw: dict, device: str) -> dict:
     """Floors and measured times of the samples, as medians, and every sample's check."""
     rows, bad = [], 0
@@ -120,8 +126,12 @@ def per_sample(lines: list[str | None], timings: Timings, hw: dict, device: str)
         bad += not (v and v["passed"] and v["device"] == ("cuda" if device == "cuda" else "cpu")
                     and [o["shape"] for o in v["outputs"]] == s["output_shapes"])
         t = timings.by_index[s["index"]]
+        bw = hw["bandwidth_bytes_per_s"]
         rows.append({"floor": floor_s(s, hw), "device": sum(t[p] for p in PARTS), "wall": t["validate"],
-                     **{p.split(".")[1]: t[p] for p in PARTS}, "index": s["index"], "ops": s["ops"]})
+                     **{p.split(".")[1]: t[p] for p in PARTS}, "index": s["index"], "ops": s["ops"],
+                     # what making the inputs must write, and what the checks must read
+                     "inputs_floor": _tensor_bytes(s["input_shapes"], [s["dtype"]] * len(s["input_shapes"])) / bw,
+                     "check_floor": _tensor_bytes(s["output_shapes"], [o["dtype"] for o in v["outputs"]]) / bw})
     slowest = sorted(rows, key=lambda r: -r["device"])[:5]
     per_sample_ms = [{"index": r["index"], "ops": r["ops"], "device_ms": r["device"] * 1000,
                       "floor_ms": r["floor"] * 1000} for r in rows]
@@ -207,6 +217,14 @@ def explain(line: str, device: str) -> dict:
             "top": [(e.key, round(getattr(e, key, 0) / 1000, 3)) for e in top]}
 
 
+def node_breakdown(lines: list[str | None], count: int, device: str, hw: dict) -> dict:
+    """bench.gpu_nodes over `count` samples spread evenly over the run (not the slowest)."""
+    done = [line for line in lines if line is not None]
+    picked = done[::max(1, len(done) // count)][:count]
+    rows = [r for line in picked for r in node_rows(line, device, hw)]
+    return {"samples": len(picked), "by_op": summary(rows), "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
@@ -220,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile-count", type=int, default=0, help="samples also timed under torch.compile")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--explain", type=int, default=3, help="profile this many of each level's slowest samples")
+    p.add_argument("--nodes", type=int, default=0,
+                   help="time each node of this many samples per level on its own (bench.gpu_nodes)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
 
@@ -264,6 +284,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['median_device_over_floor']:>9.2f} {row['p90_device_over_floor']:>6.2f} "
               f"{row['median_program_over_floor']:>10.2f}", flush=True)
         save()
+        if args.nodes:
+            row["nodes"] = node_breakdown(lines, args.nodes, args.device, hw)
+            print("   where the time goes (per operator, time/floor of its nodes):", flush=True)
+            for op, r in list(row["nodes"]["by_op"].items())[:12]:
+                print(f"     {op:>16} nodes {r['nodes']:>3} excess share {r['share_of_excess']:.2f} "
+                      + " ".join(f"{k} {r[f'median_{k}_over_floor']:.1f}" for k in SETTINGS), flush=True)
+            save()
         row["explained"] = [explain(lines[r["index"]], args.device) for r in row["slowest"][:args.explain]]
         for e in row["explained"]:
             print("   slow:", json.dumps(e), flush=True)
