@@ -17,6 +17,7 @@ against its floor. Results go to bench/results/gpu-<device>-<date>.json (or --ou
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import json
 import math
@@ -48,9 +49,13 @@ class Timings(Observer):
     def reset(self) -> None:
         self.by_index: dict[int, dict[str, float]] = {}
         self.device_seconds = 0.0  # inputs + program + checks of every validation, rejected ones too
+        self.solve_seconds = 0.0  # solver workers' time in solve steps
+        self.validate_seconds = 0.0  # validation workers' whole steps (device and CPU parts)
 
     def answered(self, kind: str, index: int, timings: dict[str, float]) -> None:
         self.device_seconds += sum(timings.get(p, 0.0) for p in PARTS)
+        self.solve_seconds += timings.get("solve", 0.0)
+        self.validate_seconds += timings.get("validate", 0.0)
         if kind == "done":
             self.by_index[index] = timings
 
@@ -101,13 +106,17 @@ def run(spec: GenerationSpec, count: int, workers: int, device: str) -> tuple[li
         engine.wait_ready(timeout=600)
         list(engine.run(spec.model_copy(update={"seed": spec.seed + 1}), range(min(8, count))))  # warm the device
         timings.reset()
+        warm_counts = collections.Counter(engine.progress.validated)
         start = time.perf_counter()
         lines = [o.json for o in engine.run(spec, range(count))]
         wall = time.perf_counter() - start
         restarts = engine.progress.restarts
+        by_device = engine.progress.validated - warm_counts
     done = sum(line is not None for line in lines)
     return lines, {"count": count, "validated": done, "wall_s": wall, "samples_per_s": done / wall,
-                   "busy_fraction": timings.device_seconds / wall, "restarts": restarts}, timings
+                   "busy_fraction": timings.device_seconds / wall, "restarts": restarts,
+                   "solver_busy_fraction": timings.solve_seconds / (wall * workers),
+                   "validation_step_seconds": timings.validate_seconds, "by_device": dict(by_device)}, timings
 
 
 def _tensor_bytes(shapes: list[list[int]], dtypes: list[str]) -> int:

@@ -37,8 +37,11 @@ def device_slots(device: str) -> list[DeviceSlot]:
     if not gpus:
         return [DeviceSlot("cpu", {"CUDA_VISIBLE_DEVICES": ""})]
     # CUBLAS_WORKSPACE_CONFIG: cuBLAS is deterministic only with a fixed workspace (the
-    # validation worker turns on torch's deterministic algorithms).
-    return [DeviceSlot(f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": g, "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}) for g in gpus]
+    # validation worker turns on torch's deterministic algorithms). The workers of several
+    # GPUs are independent processes that never talk to each other: no NCCL, and should a
+    # library start it anyway, no NVLink multicast (NVLS).
+    return [DeviceSlot(f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": g, "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+                                     "NCCL_NVLS_ENABLE": "0"}) for g in gpus]
 
 
 def _host_memory_bytes() -> int:
