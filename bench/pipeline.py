@@ -2,6 +2,10 @@
 
     python -m bench.pipeline [--level 2] [--count 1500] [--workers 1 2] [--device cpu]
                              [--min_flops 65536] [--max_flops 4194304] [--memory 2000] [--json]
+                             [--backend local|ray]
+
+`--backend ray` measures the engine on a Ray instance started here (all CPUs, no
+dashboard) next to the local backend, run for run, and reports Ray's rate over local's.
 
 Rates are steady-state: the engine is started and warmed up (workers spawned, first
 samples done) before the clock starts. `bare` is the in-process rate of `generate` with
@@ -35,8 +39,8 @@ def bare_rate(spec: GenerationSpec, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def engine_rate(spec: GenerationSpec, count: int, workers: int, device: str) -> float:
-    with Engine(solver_workers=workers, device=device) as engine:
+def engine_rate(spec: GenerationSpec, count: int, workers: int, device: str, backend: str = "local") -> float:
+    with Engine(solver_workers=workers, device=device, backend=backend) as engine:
         engine.start(validation=spec.validate_samples)
         engine.wait_ready()
         for _ in engine.run(spec, range(10**6, 10**6 + WARMUP)):  # indices unused by the timed run
@@ -88,8 +92,14 @@ def main() -> None:
     parser.add_argument("--memory", type=int, default=0, help="also run this many samples and report RSS")
     parser.add_argument("--repeat", type=int, default=2, help="runs per figure; the best is reported (the "
                         "machine's noise is one-sided: other load only slows a run down)")
+    parser.add_argument("--backend", default="local", choices=["local", "ray"],
+                        help="ray: also measure every row on Ray, against local")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.backend == "ray":
+        import ray
+
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     base = dict(level=args.level, min_flops=args.min_flops, max_flops=args.max_flops)
     off, on = GenerationSpec(**base, validate=False), GenerationSpec(**base, validate=True)
     result = {"level": args.level, "window": [args.min_flops, args.max_flops], "device": args.device,
@@ -103,6 +113,11 @@ def main() -> None:
         row = {"workers": w, "validation_off": best(engine_rate, off, args.count, w, args.device),
                "validation_on": best(engine_rate, on, args.count, w, args.device)}
         row["off_vs_bare_x_workers"] = round(row["validation_off"] / (result["bare_per_core"] * w), 3)
+        if args.backend == "ray":
+            row["ray_validation_off"] = best(engine_rate, off, args.count, w, args.device, "ray")
+            row["ray_validation_on"] = best(engine_rate, on, args.count, w, args.device, "ray")
+            row["ray_over_local_off"] = round(row["ray_validation_off"] / row["validation_off"], 3)
+            row["ray_over_local_on"] = round(row["ray_validation_on"] / row["validation_on"], 3)
         result["rows"].append(row)
     rows = result["rows"]
     if len(rows) > 1:
@@ -119,6 +134,9 @@ def main() -> None:
     for r in rows:
         print(f"workers {r['workers']}: validation off {r['validation_off']}/s "
               f"({r['off_vs_bare_x_workers']:.0%} of bare x workers), validation on {r['validation_on']}/s")
+        if args.backend == "ray":
+            print(f"  on Ray: validation off {r['ray_validation_off']}/s ({r['ray_over_local_off']:.0%} of local), "
+                  f"validation on {r['ray_validation_on']}/s ({r['ray_over_local_on']:.0%} of local)")
     if len(rows) > 1:
         print(f"speedup {rows[0]['workers']} -> {rows[-1]['workers']} workers: validation on "
               f"{result['speedup_on']}x, off {result['speedup_off']}x")

@@ -7,4 +7,4 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -c requirements.lock -e '.[test]'  # the locked versions (scripts/lock.sh)
+.venv/bin/python -m pip install -q -c requirements.lock -e '.[test,ray]'  # the locked versions (scripts/lock.sh)

@@ -17,7 +17,7 @@ from generator_core import GenerationSpec
 from service.api import health, jobs, ops, samples
 from service.api.deps import require_api_key
 from service.dispatcher import Dispatcher
-from service.engine import Engine, default_max_total_bytes, device_slots
+from service.engine import Engine, default_program_bytes
 from service.jobs.store import JobStore
 from service.metrics import Metrics
 from service.middleware import ApiKeyGate, BodyLimit
@@ -78,7 +78,8 @@ def _store_unavailable(request: Request, exc: sqlite3.OperationalError) -> JSONR
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     if settings.max_total_bytes is None:
-        settings = settings.model_copy(update={"max_total_bytes": default_max_total_bytes(device_slots(settings.device))})
+        settings = settings.model_copy(
+            update={"max_total_bytes": default_program_bytes(settings.device, settings.backend)})
     metrics = Metrics()
 
     @asynccontextmanager
@@ -86,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = JobStore(settings.db_path)
         metrics.track_jobs(store.count_jobs_by_state)
         dispatcher = Dispatcher(settings, store, metrics, lambda: Engine(
-            solver_workers=settings.solver_workers, device=settings.device, observer=metrics))
+            solver_workers=settings.solver_workers, device=settings.device, observer=metrics, backend=settings.backend))
         app.state.store, app.state.dispatcher = store, dispatcher
         dispatcher.start()
         try:

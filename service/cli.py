@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from generator_core import OPERATORS, GenerationError, GenerationSpec, generate
+from service.engine.engine import BACKENDS
 
 
 def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
@@ -41,9 +42,9 @@ def _spec_flags(p: argparse.ArgumentParser) -> None:
 
 def _spec(args: argparse.Namespace, **extra: Any) -> GenerationSpec:
     if args.max_total_bytes is None:
-        from service.engine import default_max_total_bytes, device_slots
+        from service.engine import default_program_bytes
 
-        args.max_total_bytes = default_max_total_bytes(device_slots(args.device))
+        args.max_total_bytes = default_program_bytes(args.device, getattr(args, "backend", "local"))
     fields = dict(level=args.level, seed=args.seed, min_flops=args.min_flops, max_flops=args.max_flops,
                   ops=args.ops, exclude_ops=args.exclude_ops, op_sequence=args.op_sequence, dtype=args.dtype,
                   topology=args.topology, max_tensor_numel=args.max_tensor_numel,
@@ -115,7 +116,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 2
     failed, relaxed, written = 0, 0, 0
     start = time.perf_counter()
-    engine = Engine(solver_workers=args.num_workers, device=args.device, cpu_validation=args.cpu_validation)
+    engine = Engine(solver_workers=args.num_workers, device=args.device, cpu_validation=args.cpu_validation,
+                    backend=args.backend)
     stopped = _stop_on_signals(engine)
     with engine, open(args.output_file, "a", encoding="utf-8") as out:
         report = ProgressReporter(spec.count, done, engine.progress)
@@ -154,7 +156,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.settings import Settings
 
     overrides = {k: v for k, v in dict(host=args.host, port=args.port, solver_workers=args.solver_workers,
-                                       db_path=args.db, device=args.device).items() if v is not None}
+                                       db_path=args.db, device=args.device, backend=args.backend).items()
+                 if v is not None}
     settings = Settings(**overrides)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
                 timeout_graceful_shutdown=30)
@@ -195,12 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "output_file", required=True)
     _flag(p, "target_count", type=int, default=10000)
     _flag(p, "start_idx", type=int, default=0)
-    _flag(p, "num_workers", type=int, default=os.cpu_count() or 1, help="solver processes (default: CPU count)")
+    _flag(p, "num_workers", type=int,
+          help="solver processes (default: CPU count; on Ray, the cluster's CPUs less one per validation actor)")
     _flag(p, "format", default="fused_operator", choices=["fused_operator", "kernelbench"])
     _flag(p, "resume", action="store_true", help="continue an interrupted file")
     _flag(p, "cpu_validation", default="inline", choices=["inline", "worker"],
           help="without a GPU: validate in each solver process (inline, faster) or in one "
                "dedicated validation process, as each GPU gets (worker)")
+    _flag(p, "backend", default=os.environ.get("TCGEN_BACKEND", "local"), choices=list(BACKENDS),
+          help="local processes, a Ray cluster (RAY_ADDRESS, else one started here), or auto "
+               "(Ray if a cluster is reachable) (TCGEN_BACKEND)")
     p.set_defaults(run=cmd_generate)
 
     p = sub.add_parser("serve", help="the REST service (settings: TCGEN_* environment variables)")
@@ -209,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "solver_workers", type=int, help="solver processes (default: CPU count, TCGEN_SOLVER_WORKERS)")
     _flag(p, "db", help="SQLite job store (default tcgen.db, TCGEN_DB_PATH)")
     _flag(p, "device", choices=["cpu", "cuda", "auto"], help="where samples are validated (TCGEN_DEVICE)")
+    _flag(p, "backend", choices=list(BACKENDS), help="local, ray or auto (default local, TCGEN_BACKEND; "
+                                                     "Ray joins RAY_ADDRESS)")
     p.set_defaults(run=cmd_serve)
     return parser
 

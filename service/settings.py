@@ -14,8 +14,12 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="bind address; loopback unless told otherwise")
     port: int = Field(8000, ge=0, le=65535)
-    solver_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    solver_workers: int | None = Field(None, ge=1, description="solver processes; default: the CPU count "
+                                       "(on Ray: the cluster's CPUs less one per validation actor)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    backend: Literal["local", "ray", "auto"] = Field(
+        "local", description="local processes, a Ray cluster (RAY_ADDRESS, else one started here), or auto "
+                             "(Ray if a cluster is reachable)")
     db_path: str = Field("tcgen.db", description="SQLite job store (WAL)")
     api_key: SecretStr | None = Field(None, description="when set, every route but health needs it")
     # Caps: what one request may ask for.

@@ -18,3 +18,15 @@ def job_reference(tmp_path_factory) -> bytes:
                            "--device", "cpu", "--num_workers", "2"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return path.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """One Ray instance for the whole session (2 CPUs, no dashboard), started in the pytest
+    process: in-process engines use it directly, and subprocesses (the CLI, the server)
+    join it through RAY_ADDRESS, as they would join a trainer's cluster."""
+    import ray
+
+    context = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield context.address_info["gcs_address"]
+    ray.shutdown()

@@ -1,7 +1,7 @@
 """The engine shared by `tcgen generate` and the REST service: a solver process pool and
 one validation worker per device. See engine.py."""
 from service.engine.devices import default_max_total_bytes, device_slots
-from service.engine.engine import Engine, Observer, Outcome, Progress
+from service.engine.engine import BACKENDS, Engine, Observer, Outcome, Progress, default_program_bytes
 from service.engine.pool import EngineError
 
-__all__ = ["Engine", "EngineError", "Observer", "Outcome", "Progress", "default_max_total_bytes", "device_slots"]
+__all__ = ["BACKENDS", "Engine", "default_program_bytes", "EngineError", "Observer", "Outcome", "Progress", "default_max_total_bytes", "device_slots"]

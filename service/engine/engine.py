@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import itertools
 import os
-import selectors
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,8 +22,8 @@ from generator_core.generate import MAX_ATTEMPTS, Candidate, give_up
 from generator_core.sample import Sample
 from generator_core.spec import GenerationSpec
 from service.engine.devices import DeviceSlot, device_slots
-from service.engine.pool import Worker
-from service.engine.workers import solver_main, validation_main
+from service.engine.pool import LocalBackend, Sent
+from service.engine.workers import SOLVER_ENV, WORKER_ENV, solver_main, validation_main
 
 MAX_CRASHES = 3  # a request that kills this many workers is given up
 SOLVE_TIMEOUT_S = 180.0  # CP-SAT stops itself far sooner; this catches a hung process
@@ -35,10 +34,7 @@ SOLVER_DEPTH = 4
 PARENT_NAP_S = 0.002
 WINDOW_PER_WORKER = 256
 VALIDATION_DEPTH = 2
-# Every program has new shapes, so oneDNN's per-shape kernel cache (1024 entries by
-# default) only grows a worker's memory; a few entries are enough.
-WORKER_ENV = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8", "DNNL_PRIMITIVE_CACHE_CAPACITY": "8"}
-SOLVER_ENV = {**WORKER_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+BACKENDS = ("local", "ray", "auto")
 
 
 @dataclass
@@ -62,6 +58,7 @@ class Progress:
     failed: int = 0
     rejected: int = 0  # attempts redone (no solution, or validation rejected them)
     restarts: int = 0
+    redone: int = 0  # requests sent again because their worker, task or node was lost
     validated: collections.Counter = field(default_factory=collections.Counter)  # per device
     started: float = field(default_factory=time.monotonic)
 
@@ -94,15 +91,44 @@ class _Index:
     candidate: Candidate | None = None
 
 
+def make_backend(backend: str, ray_address: str | None = None):
+    """The backend by name: "local" (processes on this machine), "ray" (a Ray cluster: the
+    one at `ray_address` or RAY_ADDRESS, else a new one on this machine) or "auto" (Ray if
+    a cluster is reachable, else local). Ray is imported only here, only when asked for."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected local, ray or auto, got {backend!r}")
+    if backend == "local":
+        return LocalBackend()
+    try:
+        from service.engine.ray_backend import RayBackend, cluster_reachable
+    except ImportError as err:
+        if backend == "auto":
+            return LocalBackend()
+        raise ValueError(f"backend: ray needs Ray installed (pip install 'tcgen[ray]'): {err}") from None
+    if backend == "auto" and not cluster_reachable(ray_address):
+        return LocalBackend()
+    return RayBackend(ray_address, join=backend == "auto")
+
+
+def default_program_bytes(device: str, backend: str = "local", ray_address: str | None = None) -> int:
+    """The default max_total_bytes: what every validating device of the backend holds."""
+    chosen = make_backend(backend, ray_address)
+    slots = device_slots(device) if chosen.name == "local" else chosen.device_slots(device)
+    return chosen.default_max_total_bytes(slots)
+
+
 class Engine:
     def __init__(self, solver_workers: int | None = None, device: str = "auto", max_in_flight: int | None = None,
-                 cpu_validation: str = "inline", observer: Observer | None = None):
-        self.solver_workers = solver_workers if solver_workers is not None else (os.cpu_count() or 1)
-        if self.solver_workers < 1:
-            raise ValueError(f"num_workers: must be at least 1, got {self.solver_workers}")
+                 cpu_validation: str = "inline", observer: Observer | None = None, backend: str = "local",
+                 ray_address: str | None = None):
+        if solver_workers is not None and solver_workers < 1:
+            raise ValueError(f"num_workers: must be at least 1, got {solver_workers}")
         if cpu_validation not in ("inline", "worker"):
             raise ValueError(f"cpu_validation: expected inline or worker, got {cpu_validation!r}")
-        self.slots: list[DeviceSlot] = device_slots(device)
+        self.backend = make_backend(backend, ray_address)
+        # The devices are the backend's: this machine's GPUs, or a Ray cluster's.
+        self.slots: list[DeviceSlot] = (device_slots(device) if self.backend.name == "local"
+                                        else self.backend.device_slots(device))
         # Without a GPU, validating is CPU work like solving: by default ("inline") each
         # solver worker validates its own samples (measured at level 2, small window, 2
         # cores: 1 -> 2 workers gave 1.9x with validation in the workers, 1.4-1.8x with a
@@ -110,63 +136,40 @@ class Engine:
         # validation it took over). "worker" gives the CPU one dedicated validation process,
         # exactly as each GPU gets one (the same code path, testable without a GPU).
         inline = self.slots[0].label == "cpu" and cpu_validation == "inline"
+        validators = 0 if inline else len(self.slots)
+        self.solver_workers = solver_workers or (os.cpu_count() or 1 if self.backend.name == "local"
+                                                 else self.backend.solver_slots(validators))
         # Indices in flight: results leave in index order, so one slow sample holds back the
         # finished ones behind it; a deep window keeps every worker busy meanwhile (each
         # waiting result is one JSON line in memory).
-        self.window = max_in_flight or WINDOW_PER_WORKER * (self.solver_workers + (0 if inline else len(self.slots)))
+        self.window = max_in_flight or WINDOW_PER_WORKER * (self.solver_workers + validators)
         self.progress = Progress()
         self.observer = observer or Observer()
         self._stop = False
-        self._selector = selectors.DefaultSelector()
-        self._solvers = [Worker(f"tcgen-solver-{i}", solver_main, args=("cpu" if inline else None,),
-                                env=SOLVER_ENV, capacity=SOLVER_DEPTH) for i in range(self.solver_workers)]
+        self._solvers = [self.backend.make_worker(f"tcgen-solver-{i}", solver_main, ("cpu" if inline else None,),
+                                                  SOLVER_ENV, SOLVER_DEPTH, "solver")
+                         for i in range(self.solver_workers)]
         self._validators = [] if inline else [
-            Worker(f"tcgen-validate-{s.label}", validation_main, args=(s.label,), env={**WORKER_ENV, **s.env},
-                   capacity=VALIDATION_DEPTH)
+            self.backend.make_worker(f"tcgen-validate-{s.label}", validation_main, (s.label,), {**WORKER_ENV, **s.env},
+                                     VALIDATION_DEPTH, "validation")
             for s in self.slots]
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, validation: bool = True) -> None:
-        """Spawn the solver workers, and the validation workers unless told they are not
+        """Start the solver workers, and the validation workers unless told they are not
         needed yet (a run without validation does not pay for importing torch on them)."""
         for w in self._solvers + (self._validators if validation else []):
-            if w.process is None:
-                w.start()
-                self._watch(w)
-
-    # One selector for the engine's life: building one per wait (what
-    # multiprocessing.connection.wait does) cost the parent measurable CPU per sample.
-    def _watch(self, w: Worker) -> None:
-        # Each event names the process it is about: a worker replaced while its events were
-        # being handled must not be replaced again for its old process's exit.
-        self._selector.register(w.conn, selectors.EVENT_READ, (w, "message", w.process))
-        self._selector.register(w.process.sentinel, selectors.EVENT_READ, (w, "exit", w.process))
-
-    def _unwatch(self, w: Worker) -> None:
-        for obj in (w.conn, w.process.sentinel):
-            try:
-                self._selector.unregister(obj)
-            except (KeyError, ValueError):
-                pass
+            if not w.started:
+                self.backend.start(w)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Block until every started worker has finished importing and said so."""
-        deadline = time.monotonic() + timeout
-        workers = [w for w in self._solvers + self._validators if w.process is not None]
-        while not all(w.ready for w in workers):
-            if time.monotonic() > deadline:
-                raise TimeoutError("engine workers did not become ready in time")
-            for w in workers:
-                if not w.ready and w.conn.poll(0.05):
-                    message = w.conn.recv()
-                    w.ready = message[0] == "ready"
+        self.backend.wait_ready([w for w in self._solvers + self._validators if w.started], timeout)
 
     def close(self) -> None:
         for w in self._solvers + self._validators:
-            if w.process is not None:
-                self._unwatch(w)
-                w.stop()
-                w.process = None
+            self.backend.stop(w)
+        self.backend.close()
 
     def __enter__(self) -> Engine:
         self.start(validation=False)
@@ -180,8 +183,8 @@ class Engine:
         self._stop = True
 
     def worker_pids(self) -> dict[str, list[int]]:
-        return {"solver": [w.process.pid for w in self._solvers if w.process],
-                "validation": [w.process.pid for w in self._validators if w.process]}
+        return {"solver": [p for w in self._solvers if (p := self.backend.pid(w))],
+                "validation": [p for w in self._validators if (p := self.backend.pid(w))]}
 
     # -- running ------------------------------------------------------------------------
     def run(self, spec: GenerationSpec, indices: Iterable[int],
@@ -191,6 +194,13 @@ class Engine:
         `stop_when()` is true (a cancelled job, a draining service)."""
         self.start(validation=spec.validate_samples)
         run = _Run(self, spec)
+        try:
+            yield from self._run(run, indices, stop_when)
+        finally:  # a run that stops early cancels what it left in flight (on Ray: its tasks)
+            for w in self._solvers + self._validators:
+                self.backend.abandon(w, run.id)
+
+    def _run(self, run: _Run, indices: Iterable[int], stop_when: Callable[[], bool] | None) -> Iterator[Outcome]:
         order = iter(indices)
         admitted: deque[int] = deque()
         exhausted = False
@@ -252,28 +262,20 @@ class _Run:
             w.send(self.id, index, (index, state.candidate, state.rejected))
 
     def wait_and_handle(self, timeout: float) -> None:
-        events = [key.data for key, _ in self.engine._selector.select(timeout)]
-        dead: list[Worker] = []
-        for w, what, _ in events:  # messages first: a worker may answer and then die
-            if what != "message":
-                continue
-            try:
-                while w.conn.poll():
-                    self.handle(w, w.conn.recv())
-            except (EOFError, OSError):
-                dead.append(w)
-        dead += [w for w, what, process in events if what == "exit" and process is w.process and w not in dead]
+        answers, lost, dead = self.engine.backend.collect(timeout)
+        for w, sent, message in answers:
+            self.handle(w, sent, message)
+        for w, sent, why in lost:  # one request lost (a Ray task whose node or worker died)
+            self.requeue(w, [sent], blame=True, why=why)
         for w in dead:
             self.replace(w)
-        self.watchdog()
+        now = time.monotonic()
+        for workers, limit in ((self.engine._solvers, SOLVE_TIMEOUT_S), (self.engine._validators, VALIDATE_TIMEOUT_S)):
+            for w in workers:
+                self.engine.backend.kill_hung(w, now, limit)
 
-    def handle(self, w: Worker, message: tuple) -> None:
-        kind = message[0]
-        if kind == "ready":
-            w.ready, w.start_failures = True, 0
-            return
-        index = message[1]
-        sent = w.answered(index)
+    def handle(self, w, sent: Sent, message: tuple) -> None:
+        kind, index = message[0], message[1]
         timings = message[-1]
         for stage in ("solve", "validate"):
             if stage in timings:
@@ -298,7 +300,7 @@ class _Run:
         elif kind == "fault":
             self.device_fault(w, index, message[3], sticky=message[4])
 
-    def device_fault(self, w: Worker, index: int, reason: str, sticky: bool) -> None:
+    def device_fault(self, w, index: int, reason: str, sticky: bool) -> None:
         """The device failed on this attempt (out of memory after the worker emptied its
         caches and retried, or a sticky CUDA error). First time: a fresh worker (a new
         context, an empty allocator) retries it, so a passing fault leaves no trace in the
@@ -315,7 +317,7 @@ class _Run:
         if retry and not sticky:  # (a sticky fault's worker is replaced already)
             self.replace(w, blame=False)  # its other requests did nothing wrong
 
-    def _label(self, w: Worker) -> str:
+    def _label(self, w) -> str:
         return w.args[0] if w in self.engine._validators else "cpu"
 
     def reject(self, index: int, why: str) -> None:
@@ -330,16 +332,18 @@ class _Run:
         else:
             self.solve_queue.append(index)
 
-    def replace(self, w: Worker, blame: bool = True) -> None:
-        """A worker died (or must be replaced): start another, and send its requests again;
-        with `blame`, each counts a crash, and one that reached MAX_CRASHES is given up."""
-        code = w.process.exitcode
-        self.engine._unwatch(w)
-        lost = w.restart()
-        self.engine._watch(w)
+    def replace(self, w, blame: bool = True) -> None:
+        """A worker died (or must be replaced): start another, and send its requests again."""
+        why = self.engine.backend.exit_status(w)
+        lost = self.engine.backend.restart(w)
         self.engine.progress.restarts += 1
+        self.engine.observer.worker_restarted("validation" if w in self.engine._validators else "solver")
+        self.requeue(w, lost, blame, why)
+
+    def requeue(self, w, lost: list[Sent], blame: bool, why: str) -> None:
+        """Send lost requests again; with `blame`, each counts a crash, and one that reached
+        MAX_CRASHES is given up."""
         stage = "validation" if w in self.engine._validators else "solver"
-        self.engine.observer.worker_restarted(stage)
         for sent in lost:
             index, state = sent.index, self.states.get(sent.index)
             if sent.run != self.id or state is None or index in self.done:
@@ -347,16 +351,7 @@ class _Run:
             state.crashes += blame
             if state.crashes >= MAX_CRASHES:
                 self.done[index] = Outcome(index, None, error=f"index {index}: attempt {state.attempt} killed a "
-                                           f"{stage} worker {state.crashes} times (last exit code {code}); given up")
-            elif stage == "solver":
-                self.solve_queue.appendleft(index)
+                                           f"{stage} worker {state.crashes} times ({why}); given up")
             else:
-                self.validate_queue.appendleft(index)
-
-    def watchdog(self) -> None:
-        now = time.monotonic()
-        for workers, limit in ((self.engine._solvers, SOLVE_TIMEOUT_S), (self.engine._validators, VALIDATE_TIMEOUT_S)):
-            for w in workers:
-                oldest = w.oldest()
-                if oldest is not None and now - oldest > limit and w.process.is_alive():
-                    w.process.kill()  # its sentinel fires next round and `replace` takes over
+                self.engine.progress.redone += 1
+                (self.solve_queue if stage == "solver" else self.validate_queue).appendleft(index)

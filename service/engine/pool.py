@@ -1,8 +1,10 @@
-"""One worker process with its pipe: start, send, detect death, restart."""
+"""The local backend: worker processes with their pipes (start, send, detect death,
+restart), watched through one selector."""
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import selectors
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -78,6 +80,10 @@ class Worker:
     def oldest(self) -> float | None:
         return self.in_flight[0].at if self.in_flight else None
 
+    @property
+    def started(self) -> bool:
+        return self.process is not None
+
     def restart(self) -> list[Sent]:
         """Replace a dead (or killed) process; returns the requests it had in flight."""
         lost = list(self.in_flight)
@@ -109,3 +115,100 @@ class Worker:
         except (OSError, BrokenPipeError):
             pass
         self.kill()
+
+
+class LocalBackend:
+    """Workers as spawned processes on this machine. One selector for the engine's life:
+    building one per wait (what multiprocessing.connection.wait does) cost the parent
+    measurable CPU per sample."""
+
+    name = "local"
+
+    def __init__(self):
+        self._selector = selectors.DefaultSelector()
+
+    @staticmethod
+    def default_max_total_bytes(slots) -> int:
+        from service.engine.devices import default_max_total_bytes
+
+        return default_max_total_bytes(slots)
+
+    def make_worker(self, name: str, target: Callable[..., None], args: tuple, env: dict[str, str],
+                    capacity: int, stage: str) -> Worker:
+        return Worker(name, target, args=args, env=env, capacity=capacity)
+
+    def start(self, w: Worker) -> None:
+        w.start()
+        self._watch(w)
+
+    def _watch(self, w: Worker) -> None:
+        # Each event names the process it is about: a worker replaced while its events were
+        # being handled must not be replaced again for its old process's exit.
+        self._selector.register(w.conn, selectors.EVENT_READ, (w, "message", w.process))
+        self._selector.register(w.process.sentinel, selectors.EVENT_READ, (w, "exit", w.process))
+
+    def _unwatch(self, w: Worker) -> None:
+        for obj in (w.conn, w.process.sentinel):
+            try:
+                self._selector.unregister(obj)
+            except (KeyError, ValueError):
+                pass
+
+    def wait_ready(self, workers: list[Worker], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(w.ready for w in workers):
+            if time.monotonic() > deadline:
+                raise TimeoutError("engine workers did not become ready in time")
+            for w in workers:
+                if not w.ready and w.conn.poll(0.05):
+                    message = w.conn.recv()
+                    w.ready = message[0] == "ready"
+
+    def collect(self, timeout: float) -> tuple[list[tuple[Worker, Sent, tuple]], list, list[Worker]]:
+        """(answers as (worker, request, message), requests lost alone (none here: a process
+        loses all of its requests when it dies), dead workers) after waiting up to `timeout`."""
+        events = [key.data for key, _ in self._selector.select(timeout)]
+        answers, dead = [], []
+        for w, what, _ in events:  # messages first: a worker may answer and then die
+            if what != "message":
+                continue
+            try:
+                while w.conn.poll():
+                    message = w.conn.recv()
+                    if message[0] == "ready":
+                        w.ready, w.start_failures = True, 0
+                    else:
+                        answers.append((w, w.answered(message[1]), message))
+            except (EOFError, OSError):
+                dead.append(w)
+        dead += [w for w, what, process in events if what == "exit" and process is w.process and w not in dead]
+        return answers, [], dead
+
+    def restart(self, w: Worker) -> list[Sent]:
+        self._unwatch(w)
+        lost = w.restart()
+        self._watch(w)
+        return lost
+
+    def exit_status(self, w: Worker) -> str:
+        return f"last exit code {w.process.exitcode}"
+
+    def kill_hung(self, w: Worker, now: float, limit: float) -> None:
+        oldest = w.oldest()
+        if oldest is not None and now - oldest > limit and w.process.is_alive():
+            w.process.kill()  # its sentinel fires next round and the engine replaces it
+
+    def abandon(self, w: Worker, run: int) -> None:
+        """A run stopped early: its requests stay in the pipe (answers are told apart by run)."""
+
+    def stop(self, w: Worker) -> None:
+        if w.process is not None:
+            self._unwatch(w)
+            w.stop()
+            w.process = None
+
+    def pid(self, w: Worker) -> int | None:
+        return w.process.pid if w.process else None
+
+    def close(self) -> None:
+        """Nothing beyond the workers: the engine may start them again."""

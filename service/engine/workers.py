@@ -27,6 +27,10 @@ CRASH_ENV = "TCGEN_TEST_CRASH"
 FAULT_ENV = "TCGEN_TEST_FAULT"
 # A worker exits with this status after a sticky device fault (its context is unusable).
 EXIT_POISONED = 75
+# Every program has new shapes, so oneDNN's per-shape kernel cache (1024 entries by
+# default) only grows a worker's memory; a few entries are enough.
+WORKER_ENV = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8", "DNNL_PRIMITIVE_CACHE_CAPACITY": "8"}
+SOLVER_ENV = {**WORKER_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def _maybe_crash(stage: str, index: int) -> None:
@@ -190,9 +194,11 @@ def _validator(label: str):
     return validate
 
 
-def solver_main(conn, validate_on: str | None = None) -> None:
-    """Solves attempts. With `validate_on` ("cpu": no GPU on this machine) it also validates
-    them itself; otherwise a validated spec's candidates go back to be sent to a GPU worker."""
+def solver(validate_on: str | None = None):
+    """handle(request) -> answer for solver requests. With `validate_on` ("cpu": no GPU on
+    this machine) it also validates them itself; otherwise a validated spec's candidates go
+    back to be sent to a GPU worker. A spawned solver process serves one; a Ray task worker
+    keeps one per process (ray_backend)."""
     from generator_core.generate import solve_attempt
     from generator_core.spec import GenerationSpec
 
@@ -220,7 +226,11 @@ def solver_main(conn, validate_on: str | None = None) -> None:
         answer[-1]["solve"] = solved - started
         return answer
 
-    _serve(conn, handle)
+    return handle
+
+
+def solver_main(conn, validate_on: str | None = None) -> None:
+    _serve(conn, solver(validate_on))
 
 
 def validation_main(conn, label: str) -> None:

@@ -1,0 +1,279 @@
+"""The Ray backend: the engine's workers on a Ray cluster, with the local backend's contract.
+
+- Solving: one Ray task per request (num_cpus=1, no Ray retries), running the same handler
+  as a local solver process (`workers.solver`); each Ray worker process keeps one handler,
+  so torch and ortools are imported once per process, not per task.
+- Validation: one actor per GPU of the cluster (num_gpus=1), or one for the CPU with
+  `cpu_validation="worker"`, running the same validator as a local validation process.
+  Ray restarts an actor that dies (max_restarts=-1); the calls it had are redone.
+- In-flight work is bounded as locally: each pseudo-worker holds at most `capacity`
+  requests, and answers are collected with `ray.wait`.
+- A request lost to a dead node, worker or actor is sent again and counts a crash for its
+  index, exactly as a local worker's death does; a run that stops early (a cancelled job)
+  cancels the tasks it left in flight.
+
+The engine's scheduling, attempts, device-fault ladder and ordering are the same code for
+both backends, so a sample is the same bytes whichever ran it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError
+
+from service.engine.devices import MAX_PROGRAM_BYTES, DeviceSlot, default_max_total_bytes
+from service.engine.pool import EngineError, Sent
+from service.engine.workers import CRASH_ENV, FAULT_ENV, _validator, solver
+
+GPU_ENV = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8", "NCCL_NVLS_ENABLE": "0"}  # as devices.device_slots
+_STARTED_HERE = False  # whether this process started the Ray instance it uses (then it stops it)
+
+
+def cluster_reachable(address: str | None) -> bool:
+    """Is there a Ray cluster to join: an address, RAY_ADDRESS, this process already in
+    one, or a cluster started on this machine with `ray start`."""
+    return bool(address or os.environ.get("RAY_ADDRESS") or ray.is_initialized()
+                or os.path.exists("/tmp/ray/ray_current_cluster"))
+
+
+def _test_hooks() -> dict[str, str]:
+    """The tests' fault hooks (workers.CRASH_ENV, FAULT_ENV) reach Ray's worker processes
+    only through their runtime env; unset in normal runs."""
+    return {k: os.environ[k] for k in (CRASH_ENV, FAULT_ENV) if k in os.environ}
+
+
+_SOLVERS: dict[str | None, Any] = {}  # in a Ray worker process: one solver handler per validate_on
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def solve_task(request: tuple, validate_on: str | None) -> tuple:
+    handle = _SOLVERS.get(validate_on)
+    if handle is None:
+        handle = _SOLVERS[validate_on] = solver(validate_on)
+    return handle(request)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class ValidationActor:
+    """One device's validation worker. A sticky CUDA error answers a fault, and the engine
+    then has Ray restart the actor (a fresh process, a fresh CUDA context)."""
+
+    def __init__(self, label: str):
+        self._validate = _validator(label)
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    def validate(self, index: int, candidate, rejected: list[str]) -> tuple:
+        return self._validate(index, candidate, rejected)
+
+
+@ray.remote(num_gpus=1)
+def _gpu_memory() -> int:
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory
+
+
+@dataclass(eq=False)
+class RayWorker:
+    """A pseudo-worker: a slot of solver tasks, or one validation actor."""
+
+    name: str
+    stage: str  # "solver" or "validation"
+    args: tuple
+    env: dict[str, str]
+    capacity: int
+    started: bool = False
+    ready: bool = False
+    task: Any = None  # solver: the task with its options
+    actor: Any = None  # validation: the actor handle
+    ready_ref: Any = None
+    actor_pid: int | None = None
+    in_flight: dict[Any, Sent] = field(default_factory=dict)  # ObjectRef -> request
+    hung: set = field(default_factory=set)  # refs already cancelled or killed for taking too long
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self.in_flight) if self.ready else 0
+
+    def send(self, run: int, index: int, request: Any) -> None:
+        if self.stage == "solver":
+            ref = self.task.remote(request, self.args[0])
+        else:
+            ref = self.actor.validate.remote(*request)
+        self.in_flight[ref] = Sent(run, index, request, time.monotonic())
+
+
+class RayBackend:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, join: bool = False):
+        """Join the cluster at `address` (else RAY_ADDRESS; with `join`, whichever cluster
+        is reachable), or start one on this machine. A process already in a Ray cluster
+        (a trainer's driver) keeps it."""
+        global _STARTED_HERE
+        self.workers: list[RayWorker] = []
+        if ray.is_initialized():
+            return
+        address = address or os.environ.get("RAY_ADDRESS") or ("auto" if join else None)
+        # ray.init makes SIGTERM exit the driver at once (sys.exit); the CLI and the service
+        # handle SIGTERM themselves (finish whole lines, drain requests), so keep theirs.
+        on_sigterm = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)  # a new one, not a neighbour
+            _STARTED_HERE = True
+        if on_sigterm is not None:
+            signal.signal(signal.SIGTERM, on_sigterm)
+
+    # -- what the cluster offers ------------------------------------------------------
+    def device_slots(self, device: str) -> list[DeviceSlot]:
+        """One validation actor per GPU of the cluster, or the CPU (as devices.device_slots)."""
+        if device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"device: expected cpu, cuda or auto, got {device!r}")
+        gpus = 0 if device == "cpu" else int(ray.cluster_resources().get("GPU", 0))
+        if device == "cuda" and not gpus:
+            raise ValueError("device: cuda was asked for but the Ray cluster has no GPU")
+        if not gpus:
+            return [DeviceSlot("cpu", {"CUDA_VISIBLE_DEVICES": ""})]
+        return [DeviceSlot(f"cuda:{i}", dict(GPU_ENV)) for i in range(gpus)]
+
+    def solver_slots(self, validators: int) -> int:
+        """The cluster's CPUs, less one per validation actor."""
+        return max(1, int(ray.cluster_resources().get("CPU", 1)) - validators)
+
+    def default_max_total_bytes(self, slots: list[DeviceSlot]) -> int:
+        """As devices.default_max_total_bytes, over the cluster's GPUs (80% of the smallest);
+        without GPUs, this machine's rule, so that a CPU cluster makes the local bytes."""
+        if slots[0].label == "cpu":
+            return default_max_total_bytes(slots)
+        smallest = min(ray.get([_gpu_memory.remote() for _ in slots]))
+        return min(MAX_PROGRAM_BYTES, int(smallest * 0.8))
+
+    # -- workers ------------------------------------------------------------------------
+    def make_worker(self, name: str, target, args: tuple, env: dict[str, str], capacity: int,
+                    stage: str) -> RayWorker:
+        w = RayWorker(name, stage, args, env, capacity)
+        self.workers.append(w)
+        return w
+
+    def start(self, w: RayWorker) -> None:
+        runtime_env = {"env_vars": {**w.env, **_test_hooks()}}
+        if w.stage == "solver":
+            w.task = solve_task.options(runtime_env=runtime_env)
+            w.ready = True
+        else:
+            gpu = w.args[0].startswith("cuda")
+            w.actor = ValidationActor.options(num_cpus=1, num_gpus=1 if gpu else 0,
+                                              runtime_env=runtime_env).remote(w.args[0])
+            w.ready_ref = w.actor.ready.remote()
+        w.started = True
+
+    def wait_ready(self, workers: list[RayWorker], timeout: float) -> None:
+        for w in workers:
+            if not w.ready:
+                try:
+                    self._became_ready(w, ray.get(w.ready_ref, timeout=timeout))
+                except GetTimeoutError:
+                    raise TimeoutError("engine workers did not become ready in time") from None
+
+    def _became_ready(self, w: RayWorker, ref_or_pid) -> None:
+        try:
+            w.actor_pid = ref_or_pid if isinstance(ref_or_pid, int) else ray.get(ref_or_pid)
+        except RayError as exc:
+            raise EngineError(f"{w.name} could not start: {str(exc).splitlines()[0]}") from exc
+        w.ready, w.ready_ref = True, None
+
+    def collect(self, timeout: float) -> tuple[list, list, list]:
+        """(answers as (worker, request, message), requests lost one by one as (worker,
+        request, why), dead workers: none, as Ray restarts actors itself)."""
+        owners: dict[Any, tuple[RayWorker, Sent | None]] = {}
+        for w in self.workers:
+            owners.update((ref, (w, sent)) for ref, sent in w.in_flight.items())
+            if w.ready_ref is not None:
+                owners[w.ready_ref] = (w, None)
+        if not owners:
+            time.sleep(min(timeout, 0.01))
+            return [], [], []
+        refs = list(owners)
+        done, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if done:  # and whatever else is ready by now, in one round
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        answers, lost = [], []
+        for ref in done:
+            w, sent = owners[ref]
+            if sent is None:
+                self._became_ready(w, ref)
+                continue
+            del w.in_flight[ref]
+            w.hung.discard(ref)
+            try:
+                answers.append((w, sent, ray.get(ref)))
+            except RayError as exc:
+                lost.append((w, sent, f"last error: {type(exc).__name__}"))
+        return answers, lost, []
+
+    def restart(self, w: RayWorker) -> list[Sent]:
+        """A validation actor to replace (a sticky CUDA error, or a retry after an OOM on a
+        fresh process): Ray restarts it, and its other calls are sent again. Solver tasks
+        hold no state: nothing to restart, nothing lost."""
+        if w.stage == "solver":
+            return []
+        lost = list(w.in_flight.values())
+        w.in_flight.clear()
+        w.hung.clear()
+        ray.kill(w.actor, no_restart=False)
+        return lost
+
+    def exit_status(self, w: RayWorker) -> str:
+        return "restarted by the engine"
+
+    def kill_hung(self, w: RayWorker, now: float, limit: float) -> None:
+        for ref, sent in list(w.in_flight.items()):
+            if now - sent.at > limit and ref not in w.hung:
+                w.hung.add(ref)  # its failure comes back as a lost request
+                if w.stage == "solver":
+                    ray.cancel(ref, force=True)
+                else:
+                    ray.kill(w.actor, no_restart=False)
+
+    def abandon(self, w: RayWorker, run: int) -> None:
+        """A run stopped early (a cancelled job, a draining service): cancel its tasks."""
+        for ref, sent in list(w.in_flight.items()):
+            if sent.run == run:
+                del w.in_flight[ref]
+                try:
+                    ray.cancel(ref)
+                except (RayError, ValueError, TypeError):  # finished meanwhile, or not cancellable
+                    pass
+
+    def stop(self, w: RayWorker) -> None:
+        for ref in list(w.in_flight):
+            try:
+                ray.cancel(ref)
+            except (RayError, ValueError, TypeError):
+                pass
+        w.in_flight.clear()
+        if w.actor is not None:
+            ray.kill(w.actor, no_restart=True)
+            w.actor = None
+        w.started = w.ready = False
+        w.ready_ref = None
+
+    def pid(self, w: RayWorker) -> int | None:
+        return w.actor_pid
+
+    def close(self) -> None:
+        """Stop Ray if this process started it; a joined cluster goes on."""
+        global _STARTED_HERE
+        if _STARTED_HERE and ray.is_initialized():
+            ray.shutdown()
+            _STARTED_HERE = False
