@@ -9,14 +9,13 @@ import sys
 import textwrap
 
 import pytest
+import ray  # the [ray] extra, which scripts/setup.sh installs: missing, these tests fail, never skip
 
 from helpers import JOB_SPEC, SMALL, TCGEN, ndjson_results, spec, wait_finished
 from service.engine import Engine
 from service.engine.engine import make_backend
 from service.engine.workers import CRASH_ENV
 from service.local_server import LocalServer
-
-ray = pytest.importorskip("ray")  # the extra is installed by scripts/setup.sh; CI fails if these are skipped
 
 SPEC = spec(level=1, seed=4)
 COUNT = 80
