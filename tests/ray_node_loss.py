@@ -65,7 +65,7 @@ def main(out_path: str) -> int:
 
     def counting_collect(self, timeout):
         answers, lost_now, dead = collect(self, timeout)
-        lost.extend((sent.index, why) for _, sent, why in lost_now)
+        lost.extend((sent.index, why) for _, sent, why, _blame in lost_now)
         return answers, lost_now, dead
 
     ray_backend.RayBackend.collect = counting_collect

@@ -83,6 +83,18 @@ def test_task_worker_crash_is_redone(ray_address, local_lines, tmp_path, monkeyp
     assert lines == local_lines
 
 
+def test_an_index_that_always_kills_its_worker_is_given_up_alone(ray_address, local_lines, monkeypatch):
+    """Index 30 kills its Ray worker every time. Solver requests travel in batches, so its
+    first death takes its batch-mates with it: they are redone without blame, each alone,
+    and only index 30 is given up (after MAX_CRASHES deaths), as on the local backend."""
+    monkeypatch.setenv(CRASH_ENV, "solve:30")
+    with Engine(device="cpu", backend="ray") as engine:
+        outcomes = list(engine.run(SPEC, range(COUNT)))
+    assert [o.index for o in outcomes if o.json is None] == [30]
+    assert "killed a solver worker 3 times" in outcomes[30].error
+    assert [o.json for o in outcomes if o.index != 30] == local_lines[:30] + local_lines[31:]
+
+
 def test_a_stopped_run_cancels_its_tasks_and_the_next_run_is_unaffected(ray_address, local_lines):
     """A run stopped early (what a cancelled job does) cancels the tasks it left queued, frees
     their slots, and a following run still gives the local bytes."""
@@ -92,7 +104,7 @@ def test_a_stopped_run_cancels_its_tasks_and_the_next_run_is_unaffected(ray_addr
         if len(seen) < 5:
             return False
         if not left:
-            left.extend(ref for w in engine._solvers for ref in w.in_flight)
+            left.extend(ref for w in engine._solvers for ref in w.batches)
         return True
 
     seen: list = []
@@ -108,7 +120,9 @@ def test_a_stopped_run_cancels_its_tasks_and_the_next_run_is_unaffected(ray_addr
             except ray.exceptions.TaskCancelledError:
                 cancelled += 1
         assert cancelled >= 1
-        assert [o.json for o in engine.run(SPEC, range(COUNT))] == local_lines
+        outcomes = list(engine.run(SPEC, range(COUNT)))
+        assert [o.error for o in outcomes if o.error] == []
+        assert [o.json for o in outcomes] == local_lines
 
 
 def test_the_local_backend_never_imports_ray(tmp_path):

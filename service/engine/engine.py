@@ -265,8 +265,8 @@ class _Run:
         answers, lost, dead = self.engine.backend.collect(timeout)
         for w, sent, message in answers:
             self.handle(w, sent, message)
-        for w, sent, why in lost:  # one request lost (a Ray task whose node or worker died)
-            self.requeue(w, [sent], blame=True, why=why)
+        for w, sent, why, blame in lost:  # a request lost alone (a Ray task whose node or worker died)
+            self.requeue(w, [sent], blame=blame, why=why)
         for w in dead:
             self.replace(w)
         now = time.monotonic()

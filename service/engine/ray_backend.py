@@ -31,6 +31,8 @@ from service.engine.devices import MAX_PROGRAM_BYTES, DeviceSlot, default_max_to
 from service.engine.pool import EngineError, Sent
 from service.engine.workers import CRASH_ENV, FAULT_ENV, _validator, solver
 
+SOLVE_BATCH = 8  # solver requests per Ray task
+MAX_READY_FAILURES = 20  # readiness calls an actor may fail in a row before it is an error
 GPU_ENV = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8", "NCCL_NVLS_ENABLE": "0"}  # as devices.device_slots
 _STARTED_HERE = False  # whether this process started the Ray instance it uses (then it stops it)
 
@@ -51,12 +53,24 @@ def _test_hooks() -> dict[str, str]:
 _SOLVERS: dict[str | None, Any] = {}  # in a Ray worker process: one solver handler per validate_on
 
 
+def _uninterruptible() -> None:
+    """Ray cancels a running task by interrupting it (KeyboardInterrupt), which can land
+    inside an import of torch or a CP-SAT call and leave the worker process broken for
+    every later task (measured: RuntimeErrors in the next run after a cancelled one). As a
+    local worker does, ignore SIGINT: a queued task is still cancelled, a running one
+    finishes and its answer is dropped."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @ray.remote(num_cpus=1, max_retries=0)
-def solve_task(request: tuple, validate_on: str | None) -> tuple:
+def solve_task(requests: list[tuple], validate_on: str | None) -> list[tuple]:
+    """The answers to a batch of solver requests, in order."""
     handle = _SOLVERS.get(validate_on)
     if handle is None:
+        _uninterruptible()
         handle = _SOLVERS[validate_on] = solver(validate_on)
-    return handle(request)
+    return [handle(request) for request in requests]
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -65,6 +79,7 @@ class ValidationActor:
     then has Ray restart the actor (a fresh process, a fresh CUDA context)."""
 
     def __init__(self, label: str):
+        _uninterruptible()
         self._validate = _validator(label)
 
     def ready(self) -> int:
@@ -83,7 +98,10 @@ def _gpu_memory() -> int:
 
 @dataclass(eq=False)
 class RayWorker:
-    """A pseudo-worker: a slot of solver tasks, or one validation actor."""
+    """A pseudo-worker: a slot of solver tasks, or one validation actor. Solver requests go
+    out in batches of up to SOLVE_BATCH per task: a Ray task costs the driver and the
+    raylet about as much CPU as solving a small-window sample, so one task per request
+    left the CPUs a third less time to solve (bench.pipeline --backend ray, 2 cores)."""
 
     name: str
     stage: str  # "solver" or "validation"
@@ -95,20 +113,40 @@ class RayWorker:
     task: Any = None  # solver: the task with its options
     actor: Any = None  # validation: the actor handle
     ready_ref: Any = None
+    ready_failures: int = 0
     actor_pid: int | None = None
-    in_flight: dict[Any, Sent] = field(default_factory=dict)  # ObjectRef -> request
+    pending: list[Sent] = field(default_factory=list)  # solver requests not yet in a task
+    batches: dict[Any, list[Sent]] = field(default_factory=dict)  # ObjectRef -> its requests
     hung: set = field(default_factory=set)  # refs already cancelled or killed for taking too long
+    # Indices whose batch was lost (shared by the solver slots): each goes out alone next
+    # time, so that a crash is blamed on the request that caused it, not on its batch-mates.
+    alone: set[int] = field(default_factory=set)
+
+    @property
+    def in_flight(self) -> list[Sent]:
+        return self.pending + [sent for batch in self.batches.values() for sent in batch]
 
     @property
     def free(self) -> int:
-        return self.capacity - len(self.in_flight) if self.ready else 0
+        return self.capacity - len(self.pending) - sum(map(len, self.batches.values())) if self.ready else 0
 
     def send(self, run: int, index: int, request: Any) -> None:
-        if self.stage == "solver":
-            ref = self.task.remote(request, self.args[0])
+        sent = Sent(run, index, request, time.monotonic())
+        if self.stage == "solver" and index in self.alone:
+            self.flush()
+            self.pending.append(sent)
+            self.flush()
+        elif self.stage == "solver":
+            self.pending.append(sent)
+            if len(self.pending) >= SOLVE_BATCH:
+                self.flush()
         else:
-            ref = self.actor.validate.remote(*request)
-        self.in_flight[ref] = Sent(run, index, request, time.monotonic())
+            self.batches[self.actor.validate.remote(*request)] = [sent]
+
+    def flush(self) -> None:
+        if self.pending:
+            self.batches[self.task.remote([s.request for s in self.pending], self.args[0])] = self.pending
+            self.pending = []
 
 
 class RayBackend:
@@ -120,6 +158,7 @@ class RayBackend:
         (a trainer's driver) keeps it."""
         global _STARTED_HERE
         self.workers: list[RayWorker] = []
+        self.alone: set[int] = set()
         if ray.is_initialized():
             return
         address = address or os.environ.get("RAY_ADDRESS") or ("auto" if join else None)
@@ -161,7 +200,8 @@ class RayBackend:
     # -- workers ------------------------------------------------------------------------
     def make_worker(self, name: str, target, args: tuple, env: dict[str, str], capacity: int,
                     stage: str) -> RayWorker:
-        w = RayWorker(name, stage, args, env, capacity)
+        # Two batches in flight per solver slot: one solving, one queued behind it.
+        w = RayWorker(name, stage, args, env, 2 * SOLVE_BATCH if stage == "solver" else capacity, alone=self.alone)
         self.workers.append(w)
         return w
 
@@ -178,26 +218,49 @@ class RayBackend:
         w.started = True
 
     def wait_ready(self, workers: list[RayWorker], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         for w in workers:
-            if not w.ready:
+            while not w.ready:
                 try:
-                    self._became_ready(w, ray.get(w.ready_ref, timeout=timeout))
+                    ray.wait([w.ready_ref], timeout=max(0.0, deadline - time.monotonic()))
+                    self._check_ready(w, w.ready_ref)
                 except GetTimeoutError:
-                    raise TimeoutError("engine workers did not become ready in time") from None
+                    pass
+                if not w.ready and time.monotonic() > deadline:
+                    raise TimeoutError("engine workers did not become ready in time")
 
-    def _became_ready(self, w: RayWorker, ref_or_pid) -> None:
+    def _check_ready(self, w: RayWorker, ref) -> None:
+        """The actor answered its readiness call: ready, or (a call that reached the dying
+        incarnation of a restarting actor) ask again; an actor that keeps failing to come up
+        (its constructor fails) is an error."""
         try:
-            w.actor_pid = ref_or_pid if isinstance(ref_or_pid, int) else ray.get(ref_or_pid)
+            w.actor_pid = ray.get(ref, timeout=0)
+        except GetTimeoutError:
+            return
         except RayError as exc:
-            raise EngineError(f"{w.name} could not start: {str(exc).splitlines()[0]}") from exc
-        w.ready, w.ready_ref = True, None
+            w.ready_failures += 1
+            if w.ready_failures >= MAX_READY_FAILURES:
+                raise EngineError(f"{w.name} could not start: {str(exc).splitlines()[0]}") from exc
+            w.ready_ref = w.actor.ready.remote()
+            return
+        w.ready, w.ready_ref, w.ready_failures = True, None, 0
+
+    def _await_restart(self, w: RayWorker) -> None:
+        """No calls to an actor between its death and its restart (each would fail and count
+        a crash against its sample): wait for it to answer a readiness call first."""
+        w.ready = False
+        if w.ready_ref is None:
+            w.ready_ref = w.actor.ready.remote()
 
     def collect(self, timeout: float) -> tuple[list, list, list]:
         """(answers as (worker, request, message), requests lost one by one as (worker,
-        request, why), dead workers: none, as Ray restarts actors itself)."""
-        owners: dict[Any, tuple[RayWorker, Sent | None]] = {}
+        request, why, blame), dead workers: none, as Ray restarts actors itself). A request
+        lost alone in its task is blamed (counts a crash); one lost with batch-mates is not,
+        and goes out alone next time."""
+        owners: dict[Any, tuple[RayWorker, list[Sent] | None]] = {}
         for w in self.workers:
-            owners.update((ref, (w, sent)) for ref, sent in w.in_flight.items())
+            w.flush()
+            owners.update((ref, (w, batch)) for ref, batch in w.batches.items())
             if w.ready_ref is not None:
                 owners[w.ready_ref] = (w, None)
         if not owners:
@@ -209,16 +272,24 @@ class RayBackend:
             done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         answers, lost = [], []
         for ref in done:
-            w, sent = owners[ref]
-            if sent is None:
-                self._became_ready(w, ref)
+            w, batch = owners[ref]
+            if batch is None:
+                self._check_ready(w, ref)
                 continue
-            del w.in_flight[ref]
+            del w.batches[ref]
             w.hung.discard(ref)
             try:
-                answers.append((w, sent, ray.get(ref)))
+                messages = ray.get(ref)
             except RayError as exc:
-                lost.append((w, sent, f"last error: {type(exc).__name__}"))
+                alone = len(batch) == 1
+                if not alone:
+                    self.alone.update(sent.index for sent in batch)
+                if w.stage == "validation":
+                    self._await_restart(w)
+                lost += [(w, sent, f"last error: {type(exc).__name__}", alone) for sent in batch]
+                continue
+            self.alone.difference_update(sent.index for sent in batch)
+            answers += [(w, sent, message) for sent, message in zip(batch, messages if w.stage == "solver" else [messages])]
         return answers, lost, []
 
     def restart(self, w: RayWorker) -> list[Sent]:
@@ -227,18 +298,19 @@ class RayBackend:
         hold no state: nothing to restart, nothing lost."""
         if w.stage == "solver":
             return []
-        lost = list(w.in_flight.values())
-        w.in_flight.clear()
+        lost = w.in_flight
+        w.batches.clear()
         w.hung.clear()
         ray.kill(w.actor, no_restart=False)
+        self._await_restart(w)
         return lost
 
     def exit_status(self, w: RayWorker) -> str:
         return "restarted by the engine"
 
     def kill_hung(self, w: RayWorker, now: float, limit: float) -> None:
-        for ref, sent in list(w.in_flight.items()):
-            if now - sent.at > limit and ref not in w.hung:
+        for ref, batch in list(w.batches.items()):
+            if now - batch[0].at > limit and ref not in w.hung:
                 w.hung.add(ref)  # its failure comes back as a lost request
                 if w.stage == "solver":
                     ray.cancel(ref, force=True)
@@ -247,21 +319,23 @@ class RayBackend:
 
     def abandon(self, w: RayWorker, run: int) -> None:
         """A run stopped early (a cancelled job, a draining service): cancel its tasks."""
-        for ref, sent in list(w.in_flight.items()):
-            if sent.run == run:
-                del w.in_flight[ref]
+        w.pending = [sent for sent in w.pending if sent.run != run]
+        for ref, batch in list(w.batches.items()):
+            if batch[0].run == run:  # a batch holds one run's requests: it is sent within one run's round
+                del w.batches[ref]
                 try:
                     ray.cancel(ref)
                 except (RayError, ValueError, TypeError):  # finished meanwhile, or not cancellable
                     pass
 
     def stop(self, w: RayWorker) -> None:
-        for ref in list(w.in_flight):
+        for ref in list(w.batches):
             try:
                 ray.cancel(ref)
             except (RayError, ValueError, TypeError):
                 pass
-        w.in_flight.clear()
+        w.batches.clear()
+        w.pending = []
         if w.actor is not None:
             ray.kill(w.actor, no_restart=True)
             w.actor = None
