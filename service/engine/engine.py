@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 from generator_core.generate import MAX_ATTEMPTS, Candidate, give_up
 from generator_core.sample import Sample
 from generator_core.spec import GenerationSpec
-from service.engine.devices import DeviceSlot, device_slots
+from service.engine.devices import DeviceSlot
 from service.engine.pool import LocalBackend, Sent
 from service.engine.workers import SOLVER_ENV, WORKER_ENV, solver_main, validation_main
 
@@ -113,8 +112,7 @@ def make_backend(backend: str, ray_address: str | None = None):
 def default_program_bytes(device: str, backend: str = "local", ray_address: str | None = None) -> int:
     """The default max_total_bytes: what every validating device of the backend holds."""
     chosen = make_backend(backend, ray_address)
-    slots = device_slots(device) if chosen.name == "local" else chosen.device_slots(device)
-    return chosen.default_max_total_bytes(slots)
+    return chosen.default_max_total_bytes(chosen.device_slots(device))
 
 
 class Engine:
@@ -127,8 +125,7 @@ class Engine:
             raise ValueError(f"cpu_validation: expected inline or worker, got {cpu_validation!r}")
         self.backend = make_backend(backend, ray_address)
         # The devices are the backend's: this machine's GPUs, or a Ray cluster's.
-        self.slots: list[DeviceSlot] = (device_slots(device) if self.backend.name == "local"
-                                        else self.backend.device_slots(device))
+        self.slots: list[DeviceSlot] = self.backend.device_slots(device)
         # Without a GPU, validating is CPU work like solving: by default ("inline") each
         # solver worker validates its own samples (measured at level 2, small window, 2
         # cores: 1 -> 2 workers gave 1.9x with validation in the workers, 1.4-1.8x with a
@@ -137,8 +134,7 @@ class Engine:
         # exactly as each GPU gets one (the same code path, testable without a GPU).
         inline = self.slots[0].label == "cpu" and cpu_validation == "inline"
         validators = 0 if inline else len(self.slots)
-        self.solver_workers = solver_workers or (os.cpu_count() or 1 if self.backend.name == "local"
-                                                 else self.backend.solver_slots(validators))
+        self.solver_workers = solver_workers or self.backend.solver_slots(validators)
         # Indices in flight: results leave in index order, so one slow sample holds back the
         # finished ones behind it; a deep window keeps every worker busy meanwhile (each
         # waiting result is one JSON line in memory).

@@ -10,6 +10,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from service.engine.devices import DeviceSlot, default_max_total_bytes, device_slots
+
 SPAWN = mp.get_context("spawn")
 MAX_START_FAILURES = 3  # a worker that dies before it is ready this often is an error
 
@@ -128,9 +130,16 @@ class LocalBackend:
         self._selector = selectors.DefaultSelector()
 
     @staticmethod
-    def default_max_total_bytes(slots) -> int:
-        from service.engine.devices import default_max_total_bytes
+    def device_slots(device: str) -> list[DeviceSlot]:
+        return device_slots(device)
 
+    @staticmethod
+    def solver_slots(validators: int) -> int:
+        """This machine's CPUs (a GPU's validation worker mostly waits on its device)."""
+        return os.cpu_count() or 1
+
+    @staticmethod
+    def default_max_total_bytes(slots: list[DeviceSlot]) -> int:
         return default_max_total_bytes(slots)
 
     def make_worker(self, name: str, target: Callable[..., None], args: tuple, env: dict[str, str],
