@@ -101,7 +101,7 @@ class RayWorker:
     """A pseudo-worker: a slot of solver tasks, or one validation actor. Solver requests go
     out in batches of up to SOLVE_BATCH per task: a Ray task costs the driver and the
     raylet about as much CPU as solving a small-window sample, so one task per request
-    left the CPUs a third less time to solve (bench.pipeline --backend ray, 2 cores)."""
+    made 70-76% of the local backend's samples/s (bench.pipeline --backend ray, 2 cores)."""
 
     name: str
     stage: str  # "solver" or "validation"
