@@ -26,6 +26,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -167,11 +168,8 @@ def fault_runs(spec: GenerationSpec, count: int, workers: int, device: str) -> d
     with tempfile.TemporaryDirectory() as tmp:
         for kind, times in (("oom", 2), ("sticky", 1)):
             counter = Path(tmp) / kind
-            os.environ[FAULT_ENV] = f"{kind}:{count // 2}:{counter}:{times}"
-            try:
+            with mock.patch.dict(os.environ, {FAULT_ENV: f"{kind}:{count // 2}:{counter}:{times}"}):
                 lines, figures, _ = run(spec, count, workers, device)
-            finally:
-                del os.environ[FAULT_ENV]
             results[kind] = {"fired": int(counter.read_text()) if counter.exists() else 0,
                              "restarts": figures["restarts"], "equal_to_fault_free": lines == reference}
     return results

@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 from pathlib import Path
+from unittest import mock
 
 from bench.gpu import RESULTS, run
 from generator_core import GenerationSpec
@@ -24,16 +25,9 @@ from service.engine.devices import visible_gpus
 
 
 def one(label: str, spec: GenerationSpec, count: int, workers: int, device: str, gpus: list[str] | None) -> tuple:
-    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if gpus is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)  # read by the engine's device_slots
-    try:
+    # CUDA_VISIBLE_DEVICES is read by the engine's device_slots
+    with mock.patch.dict(os.environ, {} if gpus is None else {"CUDA_VISIBLE_DEVICES": ",".join(gpus)}):
         lines, figures, _ = run(spec, count, workers, device)
-    finally:
-        if saved is None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-        else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = saved
     n = max(1, len(gpus or [""]))
     figures["gpus"] = n
     figures["device_busy_per_gpu"] = figures["busy_fraction"] / n  # mean over the GPUs

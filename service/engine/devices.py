@@ -26,22 +26,29 @@ def visible_gpus() -> list[str]:
         return []
 
 
-def device_slots(device: str) -> list[DeviceSlot]:
-    """One validation worker per visible GPU (pinned with CUDA_VISIBLE_DEVICES), or the CPU
-    (whose validation the solver workers do). `device` is cpu, cuda or auto."""
+# cuBLAS is deterministic only with a fixed workspace (a GPU's validation worker turns on
+# torch's deterministic algorithms). The workers of several GPUs are independent processes
+# that never talk to each other: no NCCL, and should a library start it anyway, no NVLink
+# multicast (NVLS).
+GPU_WORKER_ENV = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8", "NCCL_NVLS_ENABLE": "0"}
+
+
+def device_slots(device: str, gpus: list[str] | None = None, where: str = "no CUDA device is visible"
+                 ) -> list[DeviceSlot]:
+    """One validation worker per GPU, or the CPU (whose validation the solver workers do).
+    `device` is cpu, cuda or auto. `gpus`: this machine's visible GPUs by default, each
+    worker pinned to its own with CUDA_VISIBLE_DEVICES; given (a Ray cluster's, which Ray
+    assigns to its actors itself), nothing is pinned, and `where` says why none is there."""
     if device not in ("cpu", "cuda", "auto"):
         raise ValueError(f"device: expected cpu, cuda or auto, got {device!r}")
-    gpus = [] if device == "cpu" else visible_gpus()
+    pinned = gpus is None
+    gpus = [] if device == "cpu" else visible_gpus() if pinned else gpus
     if device == "cuda" and not gpus:
-        raise ValueError("device: cuda was asked for but no CUDA device is visible")
+        raise ValueError(f"device: cuda was asked for but {where}")
     if not gpus:
         return [DeviceSlot("cpu", {"CUDA_VISIBLE_DEVICES": ""})]
-    # CUBLAS_WORKSPACE_CONFIG: cuBLAS is deterministic only with a fixed workspace (the
-    # validation worker turns on torch's deterministic algorithms). The workers of several
-    # GPUs are independent processes that never talk to each other: no NCCL, and should a
-    # library start it anyway, no NVLink multicast (NVLS).
-    return [DeviceSlot(f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": g, "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
-                                     "NCCL_NVLS_ENABLE": "0"}) for g in gpus]
+    return [DeviceSlot(f"cuda:{g}", {**({"CUDA_VISIBLE_DEVICES": g} if pinned else {}), **GPU_WORKER_ENV})
+            for g in gpus]
 
 
 def _host_memory_bytes() -> int:

@@ -287,7 +287,7 @@ class _Run:
             if message[5]:
                 self.engine.progress.validated[message[5]] += 1
         elif kind == "rejected":
-            if w in self.engine._validators or self.spec.validate_samples and "no solution" not in message[3]:
+            if w.stage == "validation" or self.spec.validate_samples and "no solution" not in message[3]:
                 self.engine.progress.validated[self._label(w)] += 1
             self.reject(index, message[3])
         elif kind == "solved":
@@ -307,14 +307,14 @@ class _Run:
         retry = state.device_faults == 0
         if retry:
             state.device_faults = 1
-            (self.validate_queue if w in self.engine._validators else self.solve_queue).appendleft(index)
+            (self.validate_queue if w.stage == "validation" else self.solve_queue).appendleft(index)
         else:
             self.reject(index, f"attempt {state.attempt}: {reason}")
         if retry and not sticky:  # (a sticky fault's worker is replaced already)
             self.replace(w, blame=False)  # its other requests did nothing wrong
 
     def _label(self, w) -> str:
-        return w.args[0] if w in self.engine._validators else "cpu"
+        return w.args[0] if w.stage == "validation" else "cpu"
 
     def reject(self, index: int, why: str) -> None:
         state = self.states[index]
@@ -333,13 +333,12 @@ class _Run:
         why = self.engine.backend.exit_status(w)
         lost = self.engine.backend.restart(w)
         self.engine.progress.restarts += 1
-        self.engine.observer.worker_restarted("validation" if w in self.engine._validators else "solver")
+        self.engine.observer.worker_restarted(w.stage)
         self.requeue(w, lost, blame, why)
 
     def requeue(self, w, lost: list[Sent], blame: bool, why: str) -> None:
         """Send lost requests again; with `blame`, each counts a crash, and one that reached
         MAX_CRASHES is given up."""
-        stage = "validation" if w in self.engine._validators else "solver"
         for sent in lost:
             index, state = sent.index, self.states.get(sent.index)
             if sent.run != self.id or state is None or index in self.done:
@@ -347,7 +346,7 @@ class _Run:
             state.crashes += blame
             if state.crashes >= MAX_CRASHES:
                 self.done[index] = Outcome(index, None, error=f"index {index}: attempt {state.attempt} killed a "
-                                           f"{stage} worker {state.crashes} times ({why}); given up")
+                                           f"{w.stage} worker {state.crashes} times ({why}); given up")
             else:
                 self.engine.progress.redone += 1
-                (self.solve_queue if stage == "solver" else self.validate_queue).appendleft(index)
+                (self.solve_queue if w.stage == "solver" else self.validate_queue).appendleft(index)

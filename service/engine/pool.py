@@ -39,6 +39,7 @@ class Worker:
     args: tuple[Any, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     capacity: int = 1  # requests in flight at once (kept small: pipes have finite buffers)
+    stage: str = "solver"  # or "validation"
     process: Any = None
     conn: Any = None
     ready: bool = False
@@ -144,7 +145,7 @@ class LocalBackend:
 
     def make_worker(self, name: str, target: Callable[..., None], args: tuple, env: dict[str, str],
                     capacity: int, stage: str) -> Worker:
-        return Worker(name, target, args=args, env=env, capacity=capacity)
+        return Worker(name, target, args=args, env=env, capacity=capacity, stage=stage)
 
     def start(self, w: Worker) -> None:
         w.start()

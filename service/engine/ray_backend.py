@@ -27,13 +27,12 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayError
 
-from service.engine.devices import MAX_PROGRAM_BYTES, DeviceSlot, default_max_total_bytes
+from service.engine.devices import MAX_PROGRAM_BYTES, DeviceSlot, default_max_total_bytes, device_slots
 from service.engine.pool import EngineError, Sent
 from service.engine.workers import CRASH_ENV, FAULT_ENV, _validator, solver
 
 SOLVE_BATCH = 8  # solver requests per Ray task
 MAX_READY_FAILURES = 20  # readiness calls an actor may fail in a row before it is an error
-GPU_ENV = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8", "NCCL_NVLS_ENABLE": "0"}  # as devices.device_slots
 _STARTED_HERE = False  # whether this process started the Ray instance it uses (then it stops it)
 
 
@@ -42,6 +41,13 @@ def cluster_reachable(address: str | None) -> bool:
     one, or a cluster started on this machine with `ray start`."""
     return bool(address or os.environ.get("RAY_ADDRESS") or ray.is_initialized()
                 or os.path.exists("/tmp/ray/ray_current_cluster"))
+
+
+def _cancel(ref) -> None:
+    try:
+        ray.cancel(ref)
+    except (RayError, ValueError, TypeError):  # finished meanwhile, or not cancellable
+        pass
 
 
 def _test_hooks() -> dict[str, str]:
@@ -175,15 +181,9 @@ class RayBackend:
 
     # -- what the cluster offers ------------------------------------------------------
     def device_slots(self, device: str) -> list[DeviceSlot]:
-        """One validation actor per GPU of the cluster, or the CPU (as devices.device_slots)."""
-        if device not in ("cpu", "cuda", "auto"):
-            raise ValueError(f"device: expected cpu, cuda or auto, got {device!r}")
+        """One validation actor per GPU of the cluster, or the CPU."""
         gpus = 0 if device == "cpu" else int(ray.cluster_resources().get("GPU", 0))
-        if device == "cuda" and not gpus:
-            raise ValueError("device: cuda was asked for but the Ray cluster has no GPU")
-        if not gpus:
-            return [DeviceSlot("cpu", {"CUDA_VISIBLE_DEVICES": ""})]
-        return [DeviceSlot(f"cuda:{i}", dict(GPU_ENV)) for i in range(gpus)]
+        return device_slots(device, [str(i) for i in range(gpus)], where="the Ray cluster has no GPU")
 
     def solver_slots(self, validators: int) -> int:
         """The cluster's CPUs, less one per validation actor."""
@@ -323,17 +323,11 @@ class RayBackend:
         for ref, batch in list(w.batches.items()):
             if batch[0].run == run:  # a batch holds one run's requests: it is sent within one run's round
                 del w.batches[ref]
-                try:
-                    ray.cancel(ref)
-                except (RayError, ValueError, TypeError):  # finished meanwhile, or not cancellable
-                    pass
+                _cancel(ref)
 
     def stop(self, w: RayWorker) -> None:
-        for ref in list(w.batches):
-            try:
-                ray.cancel(ref)
-            except (RayError, ValueError, TypeError):
-                pass
+        for ref in w.batches:
+            _cancel(ref)
         w.batches.clear()
         w.pending = []
         if w.actor is not None:
