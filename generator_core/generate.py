@@ -2,7 +2,6 @@
 moving to the next attempt of the same index when an attempt is rejected."""
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from dataclasses import dataclass
@@ -11,14 +10,19 @@ from typing import TYPE_CHECKING, Any
 from generator_core.graph import wire
 from generator_core.ops import OPERATORS, Operator
 from generator_core.render import graph_id, render_program
-from generator_core.sample import Baseline, Sample, Validation
+from generator_core.seeds import derive_seed
+from generator_core.sample import Baseline, Sample
 from generator_core.solve import DTYPE_BYTES, INDEX_BYTES, Limits, solve_graph
 from generator_core.spec import GenerationSpec
 
 if TYPE_CHECKING:  # torch is imported only where programs are executed (validation)
     from generator_core.validate import Verdict
 
-MAX_ATTEMPTS = 8
+# Attempts per index. Each rejection rewires the same operators, and the grading rules
+# reject some wirings of a combination (a node made pointless by what it reads, half-type
+# rounding), so an index gets 24 tries before it is given up (it had 8 before the rules; at
+# level 4 in bfloat16, seed 11, 2**16..2**22: 16 tries gave up 7 of 60 indices, 32 gave up 2).
+MAX_ATTEMPTS = 24
 COMBINATION_DRAWS = 64
 # Draws must reach the floor comfortably, not just in theory: a combination whose only
 # scalable operator is a pool reaches 2**34 only with a 4 GiB input, which CP-SAT finds
@@ -31,12 +35,6 @@ RELAX_FROM_ATTEMPT = 2
 
 class GenerationError(RuntimeError):
     """No valid sample for this index within MAX_ATTEMPTS; says why each attempt failed."""
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from any parts; stable across processes (unlike hash())."""
-    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1
 
 
 def combination(spec: GenerationSpec, index: int) -> list[Operator]:
@@ -80,7 +78,8 @@ class Candidate:
 
     index: int
     attempt: int
-    fields: dict[str, Any]  # Sample fields but attempts, rejected and validation
+    fields: dict[str, Any]  # Sample fields but attempts, rejected, validation and grading
+    steps: list[str]  # the program's node expressions (validation replays them)
     validation_seed: int
     baselines: bool = False
     baseline_compile: bool = False
@@ -106,7 +105,7 @@ def solve_attempt(spec: GenerationSpec, index: int, attempt: int) -> Candidate |
         input_shapes=program.input_shapes, output_shapes=program.output_shapes,
         bytes=_bytes(graph, solution.values, spec.dtype), graph=program.graph_json,
     )
-    return Candidate(index, attempt, fields, validation_seed=seed, baselines=spec.baselines,
+    return Candidate(index, attempt, fields, program.steps, validation_seed=seed, baselines=spec.baselines,
                      baseline_compile=spec.baseline_compile)
 
 
@@ -115,7 +114,8 @@ def validate_candidate(candidate: Candidate, *, device: str, timings: dict[str, 
 
     f = candidate.fields
     return validate_program(f["pytorch"], f["output_shapes"], fmt=f["format"], device=device,
-                            seed=candidate.validation_seed, timings=timings)
+                            seed=candidate.validation_seed, dtype=f["dtype"], graph=f["graph"],
+                            steps=candidate.steps, timings=timings)
 
 
 def baseline_of(candidate: Candidate, *, device: str) -> Baseline | None:
@@ -129,10 +129,12 @@ def baseline_of(candidate: Candidate, *, device: str) -> Baseline | None:
                             compile=candidate.baseline_compile)
 
 
-def make_sample(candidate: Candidate, rejected: list[str], validation: Validation | None,
+def make_sample(candidate: Candidate, rejected: list[str], verdict: Verdict | None,
                 baseline: Baseline | None = None) -> Sample:
-    return Sample(**candidate.fields, attempts=candidate.attempt + 1, rejected=rejected, validation=validation,
-                  baseline=baseline)
+    """The sample of an attempt that passed (`verdict` None: validation was off)."""
+    return Sample(**candidate.fields, attempts=candidate.attempt + 1, rejected=rejected,
+                  validation=verdict.validation if verdict else None,
+                  grading=verdict.grading if verdict else None, baseline=baseline)
 
 
 def rejection(candidate: Candidate, verdict: Verdict) -> str:
@@ -157,7 +159,7 @@ def generate(spec: GenerationSpec, index: int, *, device: str = "cpu") -> Sample
             return make_sample(candidate, rejected, None)
         verdict = validate_candidate(candidate, device=device)
         if verdict.reason is None:
-            return make_sample(candidate, rejected, verdict.validation, baseline_of(candidate, device=device))
+            return make_sample(candidate, rejected, verdict, baseline_of(candidate, device=device))
         rejected.append(rejection(candidate, verdict))
     raise give_up(spec, index, rejected)
 

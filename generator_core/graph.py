@@ -103,8 +103,9 @@ class Builder:
         return Var(self._name(name), lo, hi, hint=hint, band=(hint, hint), is_param=True)
 
     # -- tensors ------------------------------------------------------------------------
-    def fresh_input(self, dims: tuple[Var, ...], weight: bool = False) -> Tensor:
-        t = Tensor("", tuple(dims), is_weight=weight)
+    def fresh_input(self, dims: tuple[Var, ...], fan_in_axes: tuple[int, ...] | None = None) -> Tensor:
+        """A graph input; with `fan_in_axes`, an operator's weight (drawn like torch.nn's)."""
+        t = Tensor("", tuple(dims), is_weight=fan_in_axes is not None, is_input=True, fan_in_axes=fan_in_axes or ())
         self.graph.inputs.append(t)
         return t
 
@@ -175,7 +176,10 @@ def wire(ops: list[Operator], rng: random.Random, topology: str) -> Graph:
 
 def _facts(op: Operator, x: Tensor) -> frozenset[str]:
     # A reduction of sparse values is not sparse (sums, means and maxima are mostly > 0).
-    lost = {"monotone", "sparse"} if op.family == "reduction" else {"monotone"}
+    # A triangle's shape is known only to the operator reading it directly.
+    lost = {"monotone", "sparse", "upper", "lower"} if op.family == "reduction" else {"monotone", "upper", "lower"}
+    if op.family != "layout":  # |x| stays |x| only when moved, not when computed with
+        lost |= {"absolute", "keeps_positive"} | ({"increasing"} - op.makes_facts)
     facts = op.makes_facts | (x.facts - lost if op.keeps_facts else frozenset())
     if op.extreme_of_large and "large" in x.facts:
         facts |= {"saturating"}
@@ -183,8 +187,9 @@ def _facts(op: Operator, x: Tensor) -> frozenset[str]:
 
 
 def degenerate(op: Operator, x: Tensor) -> bool:
-    """Would `op` make a constant of `x`'s values (ReLU of all-negative log-probabilities)?"""
-    return bool(op.collapses_on & x.facts)
+    """Would `op` make a constant of `x`'s values (ReLU of all-negative log-probabilities),
+    or leave them unchanged (Abs of Abs: a node a grader's task would not need)?"""
+    return bool((op.collapses_on | op.pointless_on) & x.facts)
 
 
 def usable(op: Operator, x: Tensor) -> bool:

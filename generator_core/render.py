@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +16,37 @@ from generator_core.ops.base import RenderContext
 from generator_core.symbolic import Var
 
 
+# cuDNN runs float32 convolutions in TF32 by default (about 3 significant digits), far
+# from the 1e-4 a float32 task is graded at; a program with a convolution pins full float32
+# for the process that loads it, reference and candidate alike (the grading contract says so).
+PIN_FULL_FLOAT32 = "torch.backends.cudnn.allow_tf32 = False  # full float32 convolutions (graded at 1e-4)"
+
+
 @dataclass
 class Program:
     code: str
     graph_json: dict[str, Any]
     input_shapes: list[list[int]]
     output_shapes: list[list[int]]
+    # One expression per node of graph_json["nodes"], exactly as in the code: validation
+    # replays them to read intermediates and to replace a node by the identity.
+    steps: list[str]
+    pins_precision: bool
+
+
+def weight_bound(t, shape: list[int]) -> float:
+    """torch.nn's default initialisation bound, 1/sqrt(fan_in) (kaiming_uniform with a=sqrt(5)),
+    over the axes the weight's operator names (a conv weight's Cin/groups x kernel, as torch
+    counts it, also for transposed convolutions; a matmul operand's K)."""
+    fan_in = math.prod(shape[a] for a in t.fan_in_axes)
+    return float(f"{1 / math.sqrt(max(fan_in, 1)):.6g}")
+
+
+def input_line(t, name: str, shape: list[int], torch_dtype: str) -> str:
+    if t.is_weight:
+        bound = weight_bound(t, shape)
+        return f"{name} = torch.empty({shape}, dtype={torch_dtype}).uniform_(-{bound}, {bound})"
+    return f"{name} = torch.randn({shape}, dtype={torch_dtype})"
 
 
 def concrete(value: Any, values: dict[Var, int]) -> Any:
@@ -35,11 +61,12 @@ def render_program(graph: Graph, values: dict[Var, int], dtype: str, fmt: str) -
     def shape(t) -> list[int]:
         return [values[d] for d in t.dims]
 
-    input_lines = [f"{names[id(t)]} = torch.randn({shape(t)}, dtype={torch_dtype})" for t in graph.inputs]
-    body, nodes_json = [], []
+    input_lines = [input_line(t, names[id(t)], shape(t), torch_dtype) for t in graph.inputs]
+    body, steps, nodes_json = [], [], []
     for node in graph.nodes:
         ctx = _context(node, names, values, torch_dtype, shape)
-        body.append(f"{names[id(node.output)]} = {node.op.render(ctx)}")
+        steps.append(node.op.render(ctx))
+        body.append(f"{names[id(node.output)]} = {steps[-1]}")
         nodes_json.append({"op": node.op.name, "inputs": ctx.args, "output": names[id(node.output)],
                            "shape": ctx.out_shape, "params": ctx.params})
     inputs = [names[id(t)] for t in graph.inputs]
@@ -49,8 +76,13 @@ def render_program(graph: Graph, values: dict[Var, int], dtype: str, fmt: str) -
         "nodes": nodes_json,
         "outputs": outputs,
     }
+    pins = dtype == "float32" and any(node.op.family == "conv" for node in graph.nodes)
     code = (_kernelbench if fmt == "kernelbench" else _fused_operator)(input_lines, body, inputs, outputs)
-    return Program(code, graph_json, [shape(t) for t in graph.inputs], [shape(t) for t in graph.outputs])
+    if pins:
+        head, rest = code.split("\n\n\n", 1)
+        code = f"{head}\n\n{PIN_FULL_FLOAT32}\n\n\n{rest}"
+    return Program(code, graph_json, [shape(t) for t in graph.inputs], [shape(t) for t in graph.outputs],
+                   steps, pins)
 
 
 def _context(node: Node, names, values, torch_dtype, shape) -> RenderContext:

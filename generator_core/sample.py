@@ -24,6 +24,20 @@ class Validation(BaseModel):
     outputs: list[OutputStats]
 
 
+class Grading(BaseModel):
+    """What a grader may assume: the contract a sample was proved against before it was
+    returned (generator_core/grading.py has the rules and their checks)."""
+
+    atol: float  # = rtol: what a correct candidate is held to (KernelBench's rule)
+    rtol: float
+    reference_error: float  # the reference was within this share of (atol, rtol) of float64 (half types: rounded to the dtype)
+    input_seeds: list[int]  # torch.manual_seed(s), then get_inputs() on the device
+    exact_outputs: list[int]  # positions of int64 (index) outputs: compared with torch.equal
+    loose_tolerance: float  # zeros, a mean constant, any input and any removed node fail at it
+    tie_margin: float  # index outputs: best beats second best by this share of its magnitude
+    precision: dict[str, Any]  # backend flags in effect when the reference was checked
+
+
 class Baseline(BaseModel):
     """Timings of the program on the device that validated it (spec `baselines`): what a
     generated kernel is compared against. Machine-dependent, unlike the rest of a sample."""
@@ -62,6 +76,7 @@ class Sample(BaseModel):
     rejected: list[str] = []  # why earlier attempts of this index were redone
     graph: dict[str, Any]
     validation: Validation | None = None
+    grading: Grading | None = None  # the contract a grader may assume (None: validation off)
     baseline: Baseline | None = None
 
     @model_serializer(mode="wrap")

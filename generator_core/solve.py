@@ -52,9 +52,10 @@ class Solution:
 class ShapeModel:
     """A CP-SAT model over the graph's Vars, with the few helpers operators need."""
 
-    def __init__(self, cap: int):
+    def __init__(self, cap: int, dtype: str = "float32"):
         self.model = cp_model.CpModel()
         self.cap = cap  # upper bound of every product: implied by the numel and FLOPs caps
+        self.dtype = dtype  # the program's dtype (some operators' limits depend on it)
         self._vars: dict[int, cp_model.IntVar] = {}
         self._bounds: dict[int, tuple[int, int]] = {}
         self._products: dict[tuple[int, ...], cp_model.IntVar] = {}
@@ -114,7 +115,7 @@ def flops_terms(graph: Graph) -> list[list[Term]]:
 
 def build_model(graph: Graph, limits: Limits, min_flops: int, banded: str):
     """banded: "all" (dims and parameters), "params" (parameters only) or "none"."""
-    m = ShapeModel(cap=max(limits.max_flops, limits.max_tensor_numel))
+    m = ShapeModel(cap=max(limits.max_flops, limits.max_tensor_numel), dtype=limits.dtype)
     for node in graph.nodes:
         node.op.constrain(node, m)
     total_bytes = []

@@ -20,6 +20,13 @@ MIN_NUMEL = 2**5
 # into a constant (ReLU after LogSigmoid is all 0):
 VALUE_FACTS = {
     "nonpositive": "every value <= 0 (LogSigmoid, LogSoftmax)",
+    "nonnegative": "every value >= 0 (Abs, ReLU, Sigmoid, Softmax, ...): Abs and ReLU leave them as they are",
+    "increasing": "a strictly increasing map of a tensor (Sigmoid, Tanh, ...): ArgMax / ArgMin of it need not map",
+    "keeps_positive": "equal to its input where that is positive (LeakyReLU, ELU): a ReLU after it would not need it",
+    "upper": "zero below a diagonal (Triu): another Triu of it repeats one of the two",
+    "lower": "zero above a diagonal (Tril): another Tril of it repeats one of the two",
+    "absolute": "|x| (Abs): an even function of it (Cos, Norm) would not need the Abs",
+    "standardized": "mean 0 and variance 1 along some axes (a norm's output, randn): another norm is about the identity",
     "concentrated": "values in a narrow band away from 0 (Var, Norm, LogSoftmax): clamps saturate",
     "discrete": "few distinct values (ArgMax / ArgMin indices): arg-reductions tie",
     "monotone": "sorted along an axis (CumMax, CumMin): arg-reductions along it are constant",
@@ -67,6 +74,8 @@ class Tensor:
     dims: tuple[Var, ...]
     is_index: bool = False  # int64 values (ArgMax / ArgMin)
     is_weight: bool = False  # fresh input owned by one operator (conv weights, matmul rhs)
+    is_input: bool = False  # a graph input (randn or a weight), not computed
+    fan_in_axes: tuple[int, ...] = ()  # a weight's axes whose product is its fan-in (init scale)
     is_view: bool = False  # shares storage with its source (reshape), costs no bytes
     facts: frozenset[str] = frozenset()  # value facts (see VALUE_FACTS), for wiring
     consumers: list[Any] = field(default_factory=list)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from generator_core.sample import OutputStats, Validation
+from generator_core import grading
+from generator_core.sample import Grading, OutputStats, Validation
 
 
 class DeviceFault(Exception):
@@ -53,6 +54,7 @@ def _reason(exc: BaseException) -> str:
 class Verdict:
     validation: Validation
     reason: str | None  # None when passed
+    grading: Grading | None = None  # the contract it was proved against, when passed
 
 
 def resolve_device(device: str) -> str:
@@ -171,25 +173,43 @@ def make_inputs(get_inputs, device: str, seed: int) -> list[torch.Tensor]:
 
 
 def validate_program(code: str, expected_shapes: list[list[int]], *, fmt: str, device: str, seed: int,
+                     dtype: str = "float32", graph: dict | None = None, steps: list[str] | None = None,
                      timings: dict[str, float] | None = None) -> Verdict:
-    """The verdict on one program. `timings`, when given, receives the seconds spent making
-    inputs, running the program and checking its outputs (not part of the verdict)."""
+    """The verdict on one program, over the grading contract's input seeds (grading.py).
+    With the program's `graph` and `steps` (its expressions, as rendered) it also checks
+    intermediates: index nodes' ties and nodes that change nothing. `timings`, when given,
+    receives the seconds spent making inputs, running the program and checking (the first
+    seed's), which are not part of the verdict."""
     device = resolve_device(device)
-    outputs: list[torch.Tensor] = []
+    replay = grading.Replay.of(graph, steps) if graph is not None and steps is not None else None
+    seeds = grading.input_seeds(seed)
+    stats: list[OutputStats] = []
+    contract = None
     clock = Clock(device)
     try:
-        get_inputs, program = load_program(code, fmt)
-        with execution_scope(device):
-            clock.mark("start")
-            inputs = make_inputs(get_inputs, device, seed)
-            clock.mark("inputs")
-            result = program(*inputs)
-            clock.mark("program")
-            outputs = list(result) if isinstance(result, (list, tuple)) else [result]
-            reason, stats = _judge(outputs, expected_shapes)
-            clock.mark("check")
-        if timings is not None:
-            timings.update(clock.spans())
+        with grading.grader_flags(), execution_scope(device):
+            get_inputs, program = load_program(code, fmt)  # may pin its own precision flags
+            precision = grading.precision_flags()
+            for k, input_seed in enumerate(seeds):
+                clock.mark("start")
+                inputs = make_inputs(get_inputs, device, input_seed)
+                clock.mark("inputs")
+                env = replay.run(inputs) if replay else None
+                outputs = [env[o] for o in replay.outputs] if replay else _as_list(program(*inputs))
+                clock.mark("program")
+                reason, seed_stats = _judge(outputs, expected_shapes)
+                if reason is None:
+                    reason = _grade(outputs, inputs, env, replay, program, dtype, first=k == 0)
+                clock.mark("check")
+                if timings is not None and k == 0:
+                    timings.update(clock.spans())
+                if reason is not None:
+                    stats = []
+                    break
+                if k == 0:
+                    stats, contract = seed_stats, grading.contract(dtype, seeds, outputs, precision)
+                del env, outputs, inputs
+                clock = Clock(device)
     except Exception as exc:  # any failure of a generated program is a rejection, not a crash...
         fault = as_device_fault(exc)
         if fault is not None:  # ...but a failure of the device is not the program's
@@ -197,4 +217,45 @@ def validate_program(code: str, expected_shapes: list[list[int]], *, fmt: str, d
         reason, stats = _reason(exc), []
     # "cuda", not "cuda:1": which GPU validated a sample must not change its bytes.
     label = "cuda" if device.startswith("cuda") else device
-    return Verdict(Validation(device=label, passed=reason is None, outputs=stats), reason)
+    return Verdict(Validation(device=label, passed=reason is None, outputs=stats), reason,
+                   contract if reason is None else None)
+
+
+def _as_list(result) -> list[torch.Tensor]:
+    return list(result) if isinstance(result, (list, tuple)) else [result]
+
+
+def _grade(outputs, inputs, env, replay, program, dtype: str, first: bool) -> str | None:
+    """The grading rules on one input seed's outputs (the first seed also checks padding)."""
+    reason = grading.trivial_answers(outputs, inputs)
+    if reason is None and first and replay is not None:
+        reason = grading.removable(replay, env)
+    if reason is not None:
+        return reason
+    wide = [x.double() for x in inputs]
+    with _any_algorithms():
+        if replay is not None:  # float64 replay of every node: truth for outputs and index nodes
+            env64 = replay.run(wide)
+            truth = [env64[o] for o in replay.outputs]
+        else:
+            env64, truth = None, _as_list(program(*wide))
+    if replay is not None:
+        return grading.numerics(outputs, truth, dtype) or grading.ties(replay.nodes, env, env64, dtype)
+    return grading.numerics(outputs, truth, dtype)
+
+
+@contextlib.contextmanager
+def _any_algorithms():
+    """The float64 truth may use nondeterministic kernels (a GPU worker turns deterministic
+    algorithms on for the sample's recorded statistics, which some float64 kernels pay for
+    dearly): it only decides a comparison against a tolerance, which float64's run-to-run
+    differences (~1e-16) cannot move, and no figure of it is recorded."""
+    if not torch.are_deterministic_algorithms_enabled():
+        yield
+        return
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)

@@ -14,8 +14,10 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 def rejection_reason(why: str) -> str:
     """A small, fixed label set from a free-text rejection ('attempt 2: output 0 is constant')."""
     text = why.split(": ", 1)[-1]
-    for key, label in (("no solution", "no_solution"), ("constant", "constant"), ("NaN", "non_finite"),
-                       ("Inf", "non_finite"), ("shape", "shape"), ("OutOfMemory", "out_of_memory")):
+    for key, label in (("no solution", "no_solution"), ("numerics:", "numerics"), ("tie:", "tie"),
+                       ("trivial:", "trivial"), ("removable:", "removable"), ("constant", "constant"),
+                       ("NaN", "non_finite"), ("Inf", "non_finite"), ("shape", "shape"),
+                       ("OutOfMemory", "out_of_memory")):
         if key in text:
             return label
     return "exception"

@@ -17,6 +17,8 @@ CASES = {
     "level1_index5": (dict(level=1), 5),
     "level2_seed3_index4": (dict(level=2, seed=3), 4),
     "kernelbench_level2_seed3_index4": (dict(level=2, seed=3, format="kernelbench"), 4),
+    # weights drawn like torch.nn's, and the full-float32 pin of a program with a convolution
+    "conv_relu_matmul_seed1": (dict(op_sequence=["Conv2d", "ReLU", "Matmul"], seed=1), 0),
 }
 
 

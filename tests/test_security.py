@@ -339,7 +339,7 @@ def test_one_index_has_a_bounded_solver_budget(monkeypatch):
     spec = GenerationSpec(level=4, min_flops=2**40, max_flops=2**40)  # the largest floor to halve from
     with pytest.raises(GenerationError) as err:
         generate(spec, 0)
-    assert str(err.value).count("no solution") == MAX_ATTEMPTS <= 16
+    assert str(err.value).count("no solution") == MAX_ATTEMPTS <= 24
     per_attempt = len(solve_module.STAGES) + 41  # the stages, then halving 2**40 down to 0
     assert 0 < len(solves) <= MAX_ATTEMPTS * per_attempt
     assert all(0 < det <= 0.1 and 0 < wall <= 60 and workers == 1 for det, wall, workers in solves), set(solves)
@@ -401,6 +401,10 @@ ALLOWED = {
         "compiles the program render.py wrote from a validated spec (registry names, enums, solved ints)",
     ("generator_core/validate.py", "load_program", "exec"):
         "executes that program; test_rendered_programs_hold_no_client_text checks what it can contain",
+    ("generator_core/grading.py", "Replay.of", "compile"):
+        "compiles the node expressions render.py wrote for that same program (Candidate.steps), never client text",
+    ("generator_core/grading.py", "Replay.run", "eval"):
+        "evaluates those expressions on the program's tensors, with only torch in scope",
     ("service/local_server.py", "LocalServer.start", "subprocess.Popen"):
         "a fixed argv list (sys.executable -m service.cli serve, ints and a path from the test), no shell",
     ("service/engine/workers.py", "_release_memory", "ctypes.CDLL"): "the constant 'libc.so.6', for malloc_trim",

@@ -27,13 +27,16 @@ class Unary(Operator):
 @register
 class ReLU(Unary):
     collapses_on = frozenset({"nonpositive"})
-    makes_facts = frozenset({"sparse"})
+    pointless_on = frozenset({"nonnegative", "extreme", "keeps_positive"})  # relu(leaky_relu(x)) = relu(x)
+    makes_facts = frozenset({"sparse", "nonnegative"})
     call = "torch.relu({x})"
 
 
 @register
 class LeakyReLU(Unary):
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
+    pointless_on = frozenset({"nonnegative", "extreme"})  # one sign: a scale, or unchanged
+    makes_facts = frozenset({"increasing", "keeps_positive"})
     flops_per_element = 2
     call = F + ".leaky_relu({x}, negative_slope={negative_slope})"
 
@@ -44,6 +47,7 @@ class LeakyReLU(Unary):
 @register
 class Sigmoid(Unary):
     collapses_on = frozenset({"saturating"})
+    makes_facts = frozenset({"nonnegative", "increasing"})
     flops_per_element = 3  # exp, add, reciprocal
     call = "torch.sigmoid({x})"
 
@@ -52,6 +56,7 @@ class Sigmoid(Unary):
 class Tanh(Unary):
     collapses_on = frozenset({"saturating"})
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
+    makes_facts = frozenset({"increasing"})
     call = "torch.tanh({x})"
 
 
@@ -72,6 +77,7 @@ class GELU(Unary):
 @register
 class SELU(Unary):
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
+    makes_facts = frozenset({"increasing"})
     flops_per_element = 4
     call = F + ".selu({x})"
 
@@ -79,12 +85,14 @@ class SELU(Unary):
 @register
 class Hardsigmoid(Unary):
     collapses_on = frozenset({"nonpositive", "concentrated", "discrete", "saturating"})
+    makes_facts = frozenset({"nonnegative", "clipped"})
     flops_per_element = 3
     call = F + ".hardsigmoid({x})"
 
 
 @register
 class Softplus(Unary):
+    makes_facts = frozenset({"nonnegative", "increasing"})
     flops_per_element = 3  # log(1 + exp(x))
     call = F + ".softplus({x})"
 
@@ -93,6 +101,7 @@ class Softplus(Unary):
 class Softsign(Unary):
     collapses_on = frozenset({"saturating"})
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
+    makes_facts = frozenset({"increasing"})
     flops_per_element = 3  # x / (1 + |x|)
     call = F + ".softsign({x})"
 
@@ -100,6 +109,8 @@ class Softsign(Unary):
 @register
 class ELU(Unary):
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
+    pointless_on = frozenset({"nonnegative"})
+    makes_facts = frozenset({"increasing", "keeps_positive"})
     flops_per_element = 3
     call = F + ".elu({x}, alpha={alpha})"
 
@@ -122,7 +133,7 @@ class HardTanh(Unary):
 @register
 class LogSigmoid(Unary):
     flops_per_element = 4
-    makes_facts = frozenset({"nonpositive"})
+    makes_facts = frozenset({"nonpositive", "increasing"})
     call = F + ".logsigmoid({x})"
 
 
@@ -140,11 +151,14 @@ class Clamp(Unary):
 
 @register
 class Abs(Unary):
+    pointless_on = frozenset({"nonnegative", "absolute"})
+    makes_facts = frozenset({"nonnegative", "absolute"})
     call = "torch.abs({x})"
 
 
 @register
 class Cos(Unary):
+    pointless_on = frozenset({"absolute"})  # even: cos(|x|) = cos(x)
     call = "torch.cos({x})"
 
 
@@ -155,6 +169,7 @@ class Sin(Unary):
 
 @register
 class Exp2(Unary):
+    makes_facts = frozenset({"nonnegative", "increasing"})
     flops_per_element = 2  # clamp, exp2
 
     def render(self, r):
@@ -176,6 +191,7 @@ class AxisUnary(Unary):
 
 @register
 class Softmax(AxisUnary):
+    makes_facts = frozenset({"nonnegative"})
     call = "torch.softmax({x}, dim={dim})"
 
 

@@ -67,6 +67,9 @@ class Operator:
     makes_facts: ClassVar[frozenset[str]] = frozenset()  # facts true of every output
     keeps_facts: ClassVar[bool] = False  # outputs inherit the input's facts (monotone maps)
     collapses_on: ClassVar[frozenset[str]] = frozenset()  # inputs it would make constant
+    # Inputs on which this operator, or the one that made them, changes nothing (Abs of
+    # Abs, Cos of Abs): a node a grader's task would not need.
+    pointless_on: ClassVar[frozenset[str]] = frozenset()
     extreme_of_large: ClassVar[bool] = False  # max/min-like: "large" inputs give "saturating"
 
     # -- wiring -------------------------------------------------------------------------

@@ -81,7 +81,7 @@ class Conv(Operator):
             w_dims = (c_in, p["out_per_group"]) + (p["kernel_size"],) * self.n
         else:
             w_dims = (c_out, p["in_per_group"]) + (p["kernel_size"],) * self.n
-        weight = b.fresh_input(w_dims, weight=True)
+        weight = b.fresh_input(w_dims, fan_in_axes=tuple(range(1, self.n + 2)))
         out_spatial = tuple(b.derived_dim() for _ in range(self.n))
         return Plan(inputs=[x, weight], out_dims=(batch, c_out) + out_spatial, params=p)
 

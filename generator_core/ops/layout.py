@@ -30,8 +30,13 @@ class Transpose(Layout):
 
 class Triangle(Layout):
     keeps_facts = True
+    makes_facts = frozenset({"sparse"})  # the zeroed triangle: a min or an argmin ties at 0
     input_ranks = (2, 3, 4, 5)
     fn: str
+
+    def accepts(self, x):
+        # A matrix with one row or one column has no triangle to zero (a copy of the input).
+        return x.rank in self.input_ranks and x.dims[-1].hi > 1 and x.dims[-2].hi > 1
 
     def plan(self, b, x, want_ranks):
         hint = b.rng.choice([0, 0, 0, 1, -1, 2, -2])
@@ -44,18 +49,28 @@ class Triangle(Layout):
 @register
 class Triu(Triangle):
     fn = "triu"
+    makes_facts = frozenset({"sparse", "upper"})
+    pointless_on = frozenset({"upper"})
 
     def constrain(self, node, m):
-        # Keep at least one element of every matrix: diagonal <= columns - 1.
-        m.add(m.v(node.params["diagonal"]) <= m.v(node.inputs[0].dims[-1]) - 1)
+        # Keep at least one element of every matrix (diagonal <= columns - 1) and zero at
+        # least one (diagonal >= 2 - rows): otherwise triu is a copy of its input.
+        rows, cols = node.inputs[0].dims[-2:]
+        m.add(m.v(node.params["diagonal"]) <= m.v(cols) - 1)
+        m.add(m.v(node.params["diagonal"]) >= 2 - m.v(rows))
 
 
 @register
 class Tril(Triangle):
     fn = "tril"
+    makes_facts = frozenset({"sparse", "lower"})
+    pointless_on = frozenset({"lower"})
 
     def constrain(self, node, m):
-        m.add(m.v(node.params["diagonal"]) >= 1 - m.v(node.inputs[0].dims[-2]))
+        # Keep one element (diagonal >= 1 - rows) and zero one (diagonal <= columns - 2).
+        rows, cols = node.inputs[0].dims[-2:]
+        m.add(m.v(node.params["diagonal"]) >= 1 - m.v(rows))
+        m.add(m.v(node.params["diagonal"]) <= m.v(cols) - 2)
 
 
 @register

@@ -36,6 +36,10 @@ class Pool(Operator):
     def constrain(self, node, m):
         p = node.params
         m.add(2 * m.v(p["padding"]) <= m.v(p["kernel_size"]))  # PyTorch: pad <= kernel / 2
+        # A window that keeps the shape (stride 1, padding (kernel - 1) / 2) smooths the values
+        # in place: over smooth inputs (a CumSum's, a Matmul's) the result is within 1e-2 of
+        # the input, a node a grader's task would not need. Pools here always shrink.
+        m.add(m.v(p["stride"]) + m.v(p["kernel_size"]) - 2 * m.v(p["padding"]) >= 3)
         for length, out in zip(node.inputs[0].dims[2:], node.output.dims[2:]):
             constrain_window_output(m, length, out, p)
 
@@ -48,7 +52,7 @@ class Pool(Operator):
         x = f"{r.args[0]}.float()" if self.upcast_half and r.dtype != "torch.float32" else r.args[0]
         call = (f"{F}.{self.kind}_pool{self.n}d({x}, kernel_size={p['kernel_size']}, "
                 f"stride={p['stride']}, padding={p['padding']}{dil})")
-        return f"{call}.to({r.dtype})" if x != r.args[0] else call
+        return f"{call}.to({r.args[0]}.dtype)" if x != r.args[0] else call
 
 
 @register

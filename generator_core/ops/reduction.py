@@ -72,27 +72,45 @@ class Min(Reduction):
 
 @register
 class Var(Reduction):
-    makes_facts = frozenset({"concentrated"})
+    makes_facts = frozenset({"concentrated", "nonnegative"})
     flops_per_element = 3  # mean, subtract, square-accumulate
     call = "torch.var({x}, dim={dim}, keepdim={keepdim})"
 
 
 @register
 class Norm(Reduction):
-    makes_facts = frozenset({"concentrated"})
+    pointless_on = frozenset({"absolute"})  # even: the norm of |x| is the norm of x
+    makes_facts = frozenset({"concentrated", "nonnegative"})
     flops_per_element = 2  # square, accumulate
     call = "torch.norm({x}, dim={dim}, keepdim={keepdim})"
 
 
+# ArgMax / ArgMin slices (output elements) at most, per dtype: each slice's best value must
+# beat its second best by grading.TIE_MARGIN, and the chance that one of S slices falls short
+# grows with S (about S * 1e-4 in float32 for randn-like values; half types have few values).
+MAX_INDEX_SLICES = {"float32": 1024, "float16": 256, "bfloat16": 64}
+# Half types have few distinct values near a slice's maximum (bfloat16: 8 bits), so long
+# slices tie exactly; in them an index reduction runs over at most this many values.
+MAX_HALF_INDEX_AXIS = 32
+
+
 class IndexReduction(Reduction):
     index_output = True
-    makes_facts = frozenset({"discrete"})
-    collapses_on = frozenset({"discrete", "monotone"})
+    makes_facts = frozenset({"discrete", "nonnegative"})
+    # Clipped values (HardTanh) and ReLU's zeros tie exactly.
+    collapses_on = frozenset({"discrete", "monotone", "clipped", "sparse"})
+    pointless_on = frozenset({"increasing"})  # argmax(sigmoid(x)) is argmax(x)
+
+    def constrain(self, node, m):
+        m.add(m.product(list(node.output.dims)) <= MAX_INDEX_SLICES[m.dtype])
+        if m.dtype != "float32":
+            m.add(m.v(node.inputs[0].dims[node.params["dim"]]) <= MAX_HALF_INDEX_AXIS)
 
     def render(self, r):
         expr = super().render(r)
         # Why the cast: int64 indices feeding sigmoid, conv, ... raise; as floats they work.
-        return f"{expr}.to({r.dtype})" if r.consumed else expr
+        # To the input's dtype, not a literal one: validation replays the program in float64.
+        return f"{expr}.to({r.args[0]}.dtype)" if r.consumed else expr
 
 
 @register

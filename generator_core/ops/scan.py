@@ -1,7 +1,7 @@
 """Cumulative scans along one axis."""
 from __future__ import annotations
 
-from generator_core.ops.base import Operator, Plan, register
+from generator_core.ops.base import Operator, Plan, choose_axis, register
 
 
 # cummax / cummin scan with indices; over the innermost axis PyTorch's CUDA kernel gives
@@ -17,9 +17,12 @@ class Scan(Operator):
     call: str
     with_indices = False
 
+    def accepts(self, x):
+        return x.rank in self.input_ranks and bool(x.free_axes())
+
     def plan(self, b, x, want_ranks):
-        free = x.free_axes() or list(range(x.rank))
-        return Plan(inputs=[x], out_dims=x.dims, params={"dim": b.rng.choice(free)})
+        # A scan over one element copies its input.
+        return Plan(inputs=[x], out_dims=x.dims, params={"dim": choose_axis(b, x)})
 
     def constrain(self, node, m):
         x, dim = node.inputs[0], node.params["dim"]

@@ -11,6 +11,7 @@ again, and a request that keeps killing workers is given up and reported.
 from __future__ import annotations
 
 import collections
+import heapq
 import itertools
 import time
 from collections import deque
@@ -208,7 +209,7 @@ class Engine:
                     exhausted = True
                     break
                 run.states[index] = _Index()
-                run.solve_queue.append(index)
+                run.solve_queue.push(index)
                 admitted.append(index)
             while admitted and admitted[0] in run.done:
                 index = admitted.popleft()
@@ -231,6 +232,28 @@ class Engine:
 _RUN_IDS = itertools.count()
 
 
+class IndexQueue:
+    """Indices waiting for a worker, lowest first. Outcomes are yielded in index order, so
+    the oldest index holds back every later one: a rejected attempt's retry (a low index)
+    goes ahead of first attempts of later indices instead of behind them (FIFO let one
+    retried index hold a level-1 run's output back until the run's end)."""
+
+    def __init__(self):
+        self._heap: list[int] = []
+
+    def push(self, index: int) -> None:
+        heapq.heappush(self._heap, index)
+
+    def pop(self) -> int:
+        return heapq.heappop(self._heap)
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
 class _Run:
     """The state of one `Engine.run`: queues, per-index attempts, finished outcomes."""
 
@@ -238,22 +261,22 @@ class _Run:
         self.engine, self.spec = engine, spec
         self.spec_json = spec.model_dump_json(by_alias=True)
         self.states: dict[int, _Index] = {}
-        self.solve_queue: deque[int] = deque()
-        self.validate_queue: deque[int] = deque()
+        self.solve_queue = IndexQueue()
+        self.validate_queue = IndexQueue()
         self.done: dict[int, Outcome] = {}
         self.id = next(_RUN_IDS)
 
     def dispatch(self) -> None:
         for w in self.engine._solvers:
             while w.free and self.solve_queue:
-                index = self.solve_queue.popleft()
+                index = self.solve_queue.pop()
                 state = self.states[index]
                 w.send(self.id, index, (self.spec_json, index, state.attempt, state.rejected))
         while self.validate_queue:
             w = max(self.engine._validators, key=lambda v: v.free)
             if not w.free:
                 break
-            index = self.validate_queue.popleft()
+            index = self.validate_queue.pop()
             state = self.states[index]
             w.send(self.id, index, (index, state.candidate, state.rejected))
 
@@ -292,7 +315,7 @@ class _Run:
             self.reject(index, message[3])
         elif kind == "solved":
             state.candidate = message[3]
-            self.validate_queue.append(index)
+            self.validate_queue.push(index)
         elif kind == "fault":
             self.device_fault(w, index, message[3], sticky=message[4])
 
@@ -307,7 +330,7 @@ class _Run:
         retry = state.device_faults == 0
         if retry:
             state.device_faults = 1
-            (self.validate_queue if w.stage == "validation" else self.solve_queue).appendleft(index)
+            (self.validate_queue if w.stage == "validation" else self.solve_queue).push(index)
         else:
             self.reject(index, f"attempt {state.attempt}: {reason}")
         if retry and not sticky:  # (a sticky fault's worker is replaced already)
@@ -326,7 +349,7 @@ class _Run:
         if state.attempt >= MAX_ATTEMPTS:
             self.done[index] = Outcome(index, None, error=str(give_up(self.spec, index, state.rejected)))
         else:
-            self.solve_queue.append(index)
+            self.solve_queue.push(index)
 
     def replace(self, w, blame: bool = True) -> None:
         """A worker died (or must be replaced): start another, and send its requests again."""
@@ -349,4 +372,4 @@ class _Run:
                                            f"{w.stage} worker {state.crashes} times ({why}); given up")
             else:
                 self.engine.progress.redone += 1
-                (self.solve_queue if w.stage == "solver" else self.validate_queue).appendleft(index)
+                (self.solve_queue if w.stage == "solver" else self.validate_queue).push(index)

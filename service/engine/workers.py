@@ -101,13 +101,13 @@ def _serve(conn, handle) -> None:
             os._exit(EXIT_POISONED)  # a sticky CUDA error: nothing more can run in this context
 
 
-def _done(index: int, candidate, rejected: list[str], validation, label: str | None,
+def _done(index: int, candidate, rejected: list[str], verdict, label: str | None,
           baseline=None) -> tuple[Any, ...]:
     """The finished sample, serialised here so the parent only routes and writes bytes.
     Every answer ends with a dict of timings (seconds), which only metrics and benches read."""
     from generator_core.generate import make_sample
 
-    sample_json = make_sample(candidate, rejected, validation, baseline).model_dump_json()
+    sample_json = make_sample(candidate, rejected, verdict, baseline).model_dump_json()
     return ("done", index, candidate.attempt, sample_json, candidate.fields["flops_window_relaxed"], label, {})
 
 
@@ -187,7 +187,7 @@ def _validator(label: str):
         if verdict.reason is not None:
             answer = ("rejected", index, candidate.attempt, rejection(candidate, verdict), {})
         else:
-            answer = _done(index, candidate, rejected, verdict.validation, label, baseline)
+            answer = _done(index, candidate, rejected, verdict, label, baseline)
         answer[-1].update({f"validate.{k}": v for k, v in timings.items()})
         return _timed("validate", answer, started)
 

@@ -1,0 +1,204 @@
+"""The grading contract: what a grader comparing a candidate with a sample may assume, and
+the checks that prove it before the sample is returned.
+
+A grader (KernelBench's rule) runs the reference and a candidate on the same random inputs
+and passes the candidate when `torch.allclose(ref, cand, atol=tol, rtol=tol)` holds for every
+output over several input seeds. A sample is a fair, non-trivial task when:
+- numerics: the reference, run in its dtype under PyTorch's default flags, is within half
+  the tolerance of a float64 evaluation of the same program, for every input seed checked
+  (so an implementation as accurate as the reference keeps half the tolerance for itself);
+  in half types within the whole tolerance of float64 rounded to the dtype;
+- ties: index outputs (ArgMax / ArgMin, final or feeding later operators) are the same in
+  the dtype and in float64, and the best value of every slice beats the second best by a
+  margin a correct implementation cannot close;
+- trivial answers: zeros, a constant equal to an output's mean, and every same-shaped input
+  fail at the loose tolerance, and no output is constant, for every input seed;
+- no padding: replacing any node by the identity (one of its same-shaped inputs) changes
+  some output beyond the loose tolerance.
+Functions here take executed tensors and return a reason (a str that starts with the rule's
+name, which metrics count by) or None; validate.py runs the programs.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from generator_core.sample import Grading
+from generator_core.seeds import derive_seed
+
+# KernelBench's tolerances: atol = rtol = 1e-4 for float32, 1e-2 for half types.
+TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2}
+# The share of the tolerance the reference may be from float64. Half types: the whole of it,
+# from float64 correctly rounded to the dtype (the best output of that dtype). Eager
+# bfloat16 rounds every intermediate to 8 bits; at half the tolerance, 12 of 40 level-2
+# bfloat16 indices were given up (seed 11, 2**16..2**22), at the whole of it none.
+REFERENCE_SHARE = {"float32": 0.5, "float16": 1.0, "bfloat16": 1.0}
+LOOSE_TOLERANCE = 1e-2  # trivial answers and removed nodes must fail even at this tolerance
+INPUT_SEEDS = 3
+# The best value of every ArgMax / ArgMin slice beats the second best by this share of its
+# magnitude: about 80 float32 ulps (fused or reordered float32 arithmetic upstream moves
+# values by a few ulps, which cannot flip such an index); in half types, one ulp: distinct
+# values (wider margins would reject nearly every half-precision ArgMax).
+TIE_MARGIN = {"float32": 1e-5, "float16": 2**-11, "bfloat16": 2**-8}
+TIE_FLOOR = 1e-6  # values below this magnitude count as this (a margin, not zero, at zero)
+# Operators whose output is an index into their input (compared exactly by graders).
+INDEX_OPS = {"ArgMax": True, "ArgMin": False}  # name -> the best value is the largest
+
+
+def input_seeds(validation_seed: int) -> list[int]:
+    """The input seeds checked: the attempt's validation seed first, then derived ones."""
+    return [validation_seed] + [derive_seed(validation_seed, "grading", k) for k in range(1, INPUT_SEEDS)]
+
+
+@contextlib.contextmanager
+def grader_flags():
+    """PyTorch's default precision flags (what a grader's process has), restored afterwards.
+    Set before each program loads: a program may pin its own (render.PIN_FULL_FLOAT32),
+    and one program's pin must not leak into the next one's check."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def precision_flags() -> dict[str, Any]:
+    return {
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
+
+
+def contract(dtype: str, seeds: list[int], outputs: list[torch.Tensor], precision: dict[str, Any]) -> Grading:
+    tol = TOLERANCE[dtype]
+    return Grading(atol=tol, rtol=tol, reference_error=REFERENCE_SHARE[dtype], input_seeds=seeds,
+                   exact_outputs=[i for i, out in enumerate(outputs) if not out.is_floating_point()],
+                   loose_tolerance=LOOSE_TOLERANCE, tie_margin=TIE_MARGIN[dtype], precision=precision)
+
+
+def _loosely_equal(a: torch.Tensor, b: torch.Tensor, tol: float = LOOSE_TOLERANCE) -> bool:
+    """allclose(a, b, tol, tol) in either direction (rtol scaled by the larger magnitude)."""
+    if not (a.is_floating_point() and b.is_floating_point()):
+        return torch.equal(a, b)
+    a, b = a.double(), b.double()
+    return bool(((a - b).abs() <= tol + tol * torch.maximum(a.abs(), b.abs())).all())
+
+
+# -- numerics and ties ---------------------------------------------------------------------
+def numerics(outputs: list[torch.Tensor], truth: list[torch.Tensor], dtype: str) -> str | None:
+    """Each float output within REFERENCE_SHARE of the tolerance from float64; index outputs equal."""
+    tol = TOLERANCE[dtype] * REFERENCE_SHARE[dtype]
+    for i, (out, exact) in enumerate(zip(outputs, truth)):
+        if not out.is_floating_point():
+            if not torch.equal(out, exact):
+                return f"tie: index output {i} differs between {dtype} and float64"
+            continue
+        if out.dtype != torch.float32:  # the best a half-type output can be: float64 correctly rounded
+            exact = exact.to(out.dtype).double()
+        err = (out.double() - exact).abs()
+        ratio = float((err / (tol + tol * exact.abs())).max())
+        if ratio > 1:
+            return (f"numerics: output {i} is {ratio:.3g}x {REFERENCE_SHARE[dtype]:g} of the tolerance "
+                    f"({TOLERANCE[dtype]:g}) from float64")
+    return None
+
+
+def tie_margin(values: torch.Tensor, dim: int, largest: bool, dtype: str) -> str | None:
+    """Every slice's best value beats its second best by TIE_MARGIN of its magnitude."""
+    top = values.double().topk(2, dim=dim, largest=largest).values
+    best, second = top.select(dim, 0), top.select(dim, 1)
+    margin = TIE_MARGIN[dtype] * torch.clamp(best.abs(), min=TIE_FLOOR)
+    short = float(((best - second).abs() / margin).min())
+    if short < 1:
+        return f"tie: best and second-best values {short:.3g}x the margin apart"
+    return None
+
+
+def ties(nodes: list[dict], env: dict[str, torch.Tensor], env64: dict[str, torch.Tensor], dtype: str) -> str | None:
+    """Every index node (final or not): same indices in the dtype and float64, with a margin
+    (measured on the float64 values it reduces)."""
+    for k, node in enumerate(nodes):
+        largest = INDEX_OPS.get(node["op"])
+        if largest is None:
+            continue
+        out, x64 = node["output"], env64[node["inputs"][0]]
+        if not torch.equal(env[out].long(), env64[out].long()):
+            return f"tie: node {k} ({node['op']}) picks other indices in {dtype} than in float64"
+        reason = tie_margin(x64, node["params"]["dim"], largest, dtype)
+        if reason:
+            return f"{reason} at node {k} ({node['op']})"
+    return None
+
+
+# -- trivial answers -----------------------------------------------------------------------
+def trivial_answers(outputs: list[torch.Tensor], inputs: list[torch.Tensor]) -> str | None:
+    """Zeros, the output's mean and each same-shaped input must fail every float output."""
+    for i, out in enumerate(outputs):
+        if not out.is_floating_point():
+            continue  # an index output is compared exactly; a constant one is rejected already
+        if _loosely_equal(out, torch.zeros_like(out)):
+            return f"trivial: zeros pass output {i}"
+        if _loosely_equal(out, torch.full_like(out, float(out.double().mean()))):
+            return f"trivial: its mean passes output {i}"
+        for j, x in enumerate(inputs):
+            if x.shape == out.shape and _loosely_equal(out, x):
+                return f"trivial: input {j} passes output {i}"
+    return None
+
+
+# -- padding: nodes that change nothing ----------------------------------------------------
+@dataclass
+class Replay:
+    """A program as its steps (one expression per node), evaluated on named tensors: the
+    same expressions, in the same order, as the program's own code."""
+
+    input_names: list[str]
+    nodes: list[dict]  # graph_json["nodes"]: op, inputs, output, shape, params
+    outputs: list[str]
+    code: list[Any]  # compiled expressions
+
+    @classmethod
+    def of(cls, graph: dict, steps: list[str]) -> Replay:
+        code = [compile(expr, f"<tcgen-step-{k}>", "eval") for k, expr in enumerate(steps)]
+        return cls([t["name"] for t in graph["inputs"]], graph["nodes"], graph["outputs"], code)
+
+    def run(self, inputs: list[torch.Tensor], start: int = 0, env: dict | None = None,
+            only: Callable[[dict], bool] | None = None) -> dict[str, torch.Tensor]:
+        env = dict(zip(self.input_names, inputs)) if env is None else env
+        namespace = {"torch": torch}
+        for k in range(start, len(self.nodes)):
+            node = self.nodes[k]
+            if only is None or only(node):
+                env[node["output"]] = eval(self.code[k], namespace, env)  # our own rendered steps
+        return env
+
+
+def removable(replay: Replay, env: dict[str, torch.Tensor]) -> str | None:
+    """A node that can be replaced by one of its same-shaped inputs with every output still
+    within the loose tolerance is padding: the task would reward a program without it."""
+    for k, node in enumerate(replay.nodes):
+        if node["op"] == "Reshape":  # wiring's rank adapter, not an operator of the task
+            continue
+        out = env[node["output"]]
+        for name in dict.fromkeys(node["inputs"]):
+            x = env[name]
+            if x.shape != out.shape or x.dtype != out.dtype:
+                continue
+            changed = {node["output"]}
+            trial = dict(env)
+            trial[node["output"]] = x
+
+            def downstream(n, changed=changed):
+                if any(i in changed for i in n["inputs"]):
+                    changed.add(n["output"])
+                    return True
+                return False
+
+            replay.run([], start=k + 1, env=trial, only=downstream)
+            if all(_loosely_equal(env[o], trial[o]) for o in replay.outputs if o in changed):
+                return f"removable: node {k} ({node['op']}) can be replaced by its input {name}"
+    return None
