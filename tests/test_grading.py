@@ -186,3 +186,16 @@ def test_grading_is_part_of_the_deterministic_bytes():
     assert a == generate(spec(level=3, seed=5), 2).model_dump_json()
     assert json.loads(a)["grading"]["input_seeds"]
     assert generate(spec(level=3, seed=5, validate=False), 2).grading is None
+
+
+@pytest.mark.parametrize("why, label", [
+    ("attempt 0: numerics: output 0 is 3x 0.5 of the tolerance (0.0001) from float64", "numerics"),
+    ("attempt 1: tie: best and second-best values 0x the margin apart at node 1 (ArgMax)", "tie"),
+    ("attempt 2: trivial: its mean passes output 0", "trivial"),
+    ("attempt 3: removable: node 2 (Clamp) can be replaced by its input tensor_1", "removable"),
+])
+def test_rejections_are_counted_by_rule(why, label):
+    """Each rule's rejections get their own metrics label (tcgen_attempts_rejected_total{reason})."""
+    from service.metrics import rejection_reason
+
+    assert rejection_reason(why) == label

@@ -357,7 +357,11 @@ class _Run:
         lost = self.engine.backend.restart(w)
         self.engine.progress.restarts += 1
         self.engine.observer.worker_restarted(w.stage)
-        self.requeue(w, lost, blame, why)
+        # A worker runs its requests one at a time, in the order sent: only the oldest was
+        # running when it died; those queued behind it never ran and take no blame (else a
+        # neighbour of a poisonous index, sent with it again and again, is given up too).
+        self.requeue(w, lost[:1], blame, why)
+        self.requeue(w, lost[1:], False, why)
 
     def requeue(self, w, lost: list[Sent], blame: bool, why: str) -> None:
         """Send lost requests again; with `blame`, each counts a crash, and one that reached
