@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # torch is imported only where programs are executed (validat
 # rounding), so an index gets 24 tries before it is given up (it had 8 before the rules; at
 # level 4 in bfloat16, seed 11, 2**16..2**22: 16 tries gave up 7 of 60 indices, 32 gave up 2).
 MAX_ATTEMPTS = 24
+REDRAW_FROM_ATTEMPT, REDRAW_EVERY = 12, 4
 COMBINATION_DRAWS = 64
 # Draws must reach the floor comfortably, not just in theory: a combination whose only
 # scalable operator is a pool reaches 2**34 only with a 4 GiB input, which CP-SAT finds
@@ -37,9 +38,12 @@ class GenerationError(RuntimeError):
     """No valid sample for this index within MAX_ATTEMPTS; says why each attempt failed."""
 
 
-def combination(spec: GenerationSpec, index: int) -> list[Operator]:
+def combination(spec: GenerationSpec, index: int, attempt: int = 0) -> list[Operator]:
     """Level 0 cycles the pool by index, level 1 walks all ordered pairs, levels 2-4 draw
-    from (seed, index), preferring draws that can reach the FLOPs window."""
+    from (seed, index), preferring draws that can reach the FLOPs window. From attempt
+    REDRAW_FROM_ATTEMPT on, levels 2-4 draw anew every REDRAW_EVERY attempts: some
+    combinations make no gradeable program in any wiring (Cos of a mean of Hardsigmoid
+    values is positive, so a LeakyReLU after it is always the identity)."""
     if spec.op_sequence:
         return [OPERATORS[n] for n in spec.op_sequence]
     pool = [OPERATORS[n] for n in spec.pool()]
@@ -48,7 +52,8 @@ def combination(spec: GenerationSpec, index: int) -> list[Operator]:
         return [pool[index % n]]
     if spec.level == 1:
         return [pool[(index // n) % n], pool[index % n]]
-    rng = random.Random(derive_seed(spec.seed, index, "ops"))
+    redraw = max(0, (attempt - REDRAW_FROM_ATTEMPT) // REDRAW_EVERY + 1)
+    rng = random.Random(derive_seed(spec.seed, index, "ops", *([redraw] if redraw else [])))
     fallback = None
     for _ in range(COMBINATION_DRAWS):
         ops = [rng.choice(pool) for _ in range(spec.num_ops)]
@@ -87,7 +92,7 @@ class Candidate:
 
 def solve_attempt(spec: GenerationSpec, index: int, attempt: int) -> Candidate | str:
     """Attempt `attempt` of `index`: wire, solve, render. A str is why it failed."""
-    ops = combination(spec, index)
+    ops = combination(spec, index, attempt)
     limits = Limits(spec.min_flops, spec.max_flops, spec.max_tensor_numel, spec.max_total_bytes, spec.dtype)
     seed = derive_seed(spec.seed, index, attempt)
     graph = wire(ops, random.Random(seed), spec.topology)
@@ -142,7 +147,7 @@ def rejection(candidate: Candidate, verdict: Verdict) -> str:
 
 
 def give_up(spec: GenerationSpec, index: int, rejected: list[str]) -> GenerationError:
-    names = ", ".join(op.name for op in combination(spec, index))
+    names = ", ".join(op.name for op in combination(spec, index, len(rejected) - 1))
     return GenerationError(f"index {index} ({names}): " + "; ".join(rejected))
 
 

@@ -36,6 +36,10 @@ TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2}
 # bfloat16 indices were given up (seed 11, 2**16..2**22), at the whole of it none.
 REFERENCE_SHARE = {"float32": 0.5, "float16": 1.0, "bfloat16": 1.0}
 LOOSE_TOLERANCE = 1e-2  # trivial answers and removed nodes must fail even at this tolerance
+# ...and by this factor on the seeds checked, so that they fail on a grader's seeds too (at
+# exactly 1e-2, 5 of 300 level 3-4 samples had a node removable or a trivial answer passing
+# on other seeds; at twice it, 1 of 500).
+PROOF_MARGIN = 4
 INPUT_SEEDS = 3
 # The best value of every ArgMax / ArgMin slice beats the second best by this share of its
 # magnitude: about 80 float32 ulps (fused or reordered float32 arithmetic upstream moves
@@ -80,7 +84,7 @@ def contract(dtype: str, seeds: list[int], outputs: list[torch.Tensor], precisio
                    loose_tolerance=LOOSE_TOLERANCE, tie_margin=TIE_MARGIN[dtype], precision=precision)
 
 
-def _loosely_equal(a: torch.Tensor, b: torch.Tensor, tol: float = LOOSE_TOLERANCE) -> bool:
+def _loosely_equal(a: torch.Tensor, b: torch.Tensor, tol: float = LOOSE_TOLERANCE * PROOF_MARGIN) -> bool:
     """allclose(a, b, tol, tol) in either direction (rtol scaled by the larger magnitude)."""
     if not (a.is_floating_point() and b.is_floating_point()):
         return torch.equal(a, b)
