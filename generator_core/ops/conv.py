@@ -58,6 +58,9 @@ class Conv(Operator):
     n: ClassVar[int]
     transposed: ClassVar[bool] = False
     makes_facts = frozenset({"large"})
+    # ArgMax / ArgMin indices (few, capped for ties) cannot carry a FLOPs window: a
+    # convolution of them is given a fresh input instead.
+    pointless_on = frozenset({"discrete"})
 
     def __init__(self):
         self.input_ranks = (self.n + 2,)

@@ -11,6 +11,7 @@ class MatrixProduct(Operator):
     arity = 2
     flops_per_element_bound = 2 * MAX_DIM  # 2*K per output element
     makes_facts = frozenset({"large"})
+    pointless_on = frozenset({"discrete"})  # as for convolutions (conv.py)
 
     def accepts(self, x):
         return x.rank in self.input_ranks and unpinned(x, [-2, -1])
