@@ -105,7 +105,7 @@ def test_cancel_keeps_partial_results_then_delete(client):
 
 BAD_BODIES = [
     ({"level": "two"}, "level"), ({"level": 7}, "level"), ({"level": -1}, "level"), ({}, "level"),
-    ({"level": 1, "count": 0}, "count"), ({"level": 1, "count": 17}, "count"), ({"level": 1, "count": "x"}, "count"),
+    ({"level": 1, "count": 0}, "count"), ({"level": 1, "count": 17, **SMALL}, "count"), ({"level": 1, "count": "x"}, "count"),
     ({"level": 1, "count": 10**12}, "count"), ({"level": 1, "seed": -1}, "seed"), ({"level": 1, "seed": 2**64}, "seed"),
     ({"level": 1, "seed": 1.5}, "seed"), ({"level": 1, "min_flops": 10, "max_flops": 5}, "min_flops"),
     ({"level": 1, "max_flops": 2**41}, "max_flops"), ({"level": 1, "min_flops": -5}, "min_flops"),
