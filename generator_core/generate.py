@@ -53,6 +53,7 @@ def combination(spec: GenerationSpec, index: int, attempt: int = 0) -> list[Oper
     if spec.level == 1:
         return [pool[(index // n) % n], pool[index % n]]
     redraw = max(0, (attempt - REDRAW_FROM_ATTEMPT) // REDRAW_EVERY + 1)
+    # The first draw's seed has no redraw part, so the combinations of earlier samples stay.
     rng = random.Random(derive_seed(spec.seed, index, "ops", *([redraw] if redraw else [])))
     fallback = None
     for _ in range(COMBINATION_DRAWS):

@@ -177,7 +177,7 @@ def wire(ops: list[Operator], rng: random.Random, topology: str) -> Graph:
 def _facts(op: Operator, x: Tensor) -> frozenset[str]:
     # A reduction of sparse values is not sparse (sums, means and maxima are mostly > 0).
     # A triangle's shape is known only to the operator reading it directly.
-    lost = {"monotone", "sparse", "upper", "lower"} if op.family == "reduction" else {"monotone", "upper", "lower"}
+    lost = {"monotone", "upper", "lower"} | ({"sparse"} if op.family == "reduction" else set())
     if op.family != "layout":  # |x| stays |x| only when moved, not when computed with
         lost |= {"absolute", "keeps_positive"} | ({"increasing"} - op.makes_facts)
     facts = op.makes_facts | (x.facts - lost if op.keeps_facts else frozenset())

@@ -31,7 +31,6 @@ class Program:
     # One expression per node of graph_json["nodes"], exactly as in the code: validation
     # replays them to read intermediates and to replace a node by the identity.
     steps: list[str]
-    pins_precision: bool
 
 
 def weight_bound(t, shape: list[int]) -> float:
@@ -76,13 +75,11 @@ def render_program(graph: Graph, values: dict[Var, int], dtype: str, fmt: str) -
         "nodes": nodes_json,
         "outputs": outputs,
     }
-    pins = dtype == "float32" and any(node.op.family == "conv" for node in graph.nodes)
     code = (_kernelbench if fmt == "kernelbench" else _fused_operator)(input_lines, body, inputs, outputs)
-    if pins:
+    if dtype == "float32" and any(node.op.family == "conv" for node in graph.nodes):
         head, rest = code.split("\n\n\n", 1)
         code = f"{head}\n\n{PIN_FULL_FLOAT32}\n\n\n{rest}"
-    return Program(code, graph_json, [shape(t) for t in graph.inputs], [shape(t) for t in graph.outputs],
-                   steps, pins)
+    return Program(code, graph_json, [shape(t) for t in graph.inputs], [shape(t) for t in graph.outputs], steps)
 
 
 def _context(node: Node, names, values, torch_dtype, shape) -> RenderContext:

@@ -236,14 +236,11 @@ def _grade(outputs, inputs, env, replay, program, dtype: str) -> str | None:
         return reason
     wide = [x.double() for x in inputs]
     with _any_algorithms():
-        if replay is not None:  # float64 replay of every node: truth for outputs and index nodes
-            env64 = replay.run(wide)
-            truth = [env64[o] for o in replay.outputs]
-        else:
-            env64, truth = None, _as_list(program(*wide))
-    if replay is not None:
-        return grading.numerics(outputs, truth, dtype) or grading.ties(replay.nodes, env, env64, dtype)
-    return grading.numerics(outputs, truth, dtype)
+        if replay is None:
+            return grading.numerics(outputs, _as_list(program(*wide)), dtype)
+        env64 = replay.run(wide)  # float64 replay of every node: truth for outputs and index nodes
+    truth = [env64[o] for o in replay.outputs]
+    return grading.numerics(outputs, truth, dtype) or grading.ties(replay.nodes, env, env64, dtype)
 
 
 @contextlib.contextmanager

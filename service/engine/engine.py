@@ -250,9 +250,6 @@ class IndexQueue:
     def __bool__(self) -> bool:
         return bool(self._heap)
 
-    def __len__(self) -> int:
-        return len(self._heap)
-
 
 class _Run:
     """The state of one `Engine.run`: queues, per-index attempts, finished outcomes."""
