@@ -3,12 +3,14 @@
     python -m bench.grading [--levels 0 1 2 3 4] [--dtypes float32] [--count 100] [--seed 4242]
                             [--min-flops 65536] [--max-flops 4194304] [--device cpu|cuda]
                             [--compile] [--jobs 2] [--rate-count 0] [--before-tree DIR] [--out F]
+                            [--save-lines F] [--generate-only] [--from-lines F ...]
 
 For each level and dtype it generates `--count` validated samples on a warm engine, then
 re-checks every sample in `--jobs` processes with code of its own (none of
 generator_core.grading): the program loaded from its text with PyTorch's default flags (the
 program may pin its own), inputs from five fresh seeds (not the validator's), and
-- float64: every output within half the tolerance of the program run on float64 inputs;
+- float64: every output within half the tolerance of the program run on float64 inputs (half
+  types: within the tolerance of that run rounded to the dtype, the best such an output can be);
 - compile: `torch.compile` of the program (Inductor: a correct fused implementation) passes
   KernelBench's check (`torch.allclose(ref, cand, atol=tol, rtol=tol)`, every seed), at the
   sample's tolerance and at 1e-2 (`--compile`; slow: a compilation per sample);
@@ -17,7 +19,8 @@ program may pin its own), inputs from five fresh seeds (not the validator's), an
 - removable: no node whose line, replaced by one of its same-shaped inputs, leaves every
   output within 1e-2 (text substitution in the program);
 - index_ties: ArgMax / ArgMin nodes give the same indices on float64 inputs.
-It prints the share of samples meeting each rule, per level and dtype. `--rate-count N`
+It prints the share of samples meeting each rule, per level and dtype. `--save-lines` and
+`--generate-only` keep the samples, `--from-lines` re-checks kept ones (a GPU run in parts). `--rate-count N`
 also measures validated samples/s at level 2 on a warm engine (N samples) for this tree and,
 with `--before-tree DIR` (an export of an earlier commit: `git archive 58c7b42 | tar -x -C DIR`),
 for that tree, in the same way: the cost of the grading checks.
@@ -68,11 +71,14 @@ def _allclose(ref: torch.Tensor, cand: torch.Tensor, tol: float) -> bool:
     return ref.shape == cand.shape and torch.allclose(ref, cand.to(ref.dtype), atol=tol, rtol=tol)
 
 
-def _within_half(ref: torch.Tensor, truth: torch.Tensor, tol: float) -> bool:
+def _near_float64(ref: torch.Tensor, truth: torch.Tensor, tol: float) -> bool:
     if not ref.is_floating_point():
         return torch.equal(ref, truth)
-    half = tol / 2
-    return bool(((ref.double() - truth).abs() <= half + half * truth.abs()).all())
+    if ref.dtype != torch.float32:
+        truth, bound = truth.to(ref.dtype).double(), tol
+    else:
+        bound = tol / 2
+    return bool(((ref.double() - truth).abs() <= bound + bound * truth.abs()).all())
 
 
 def _with_line(code: str, output: str, expr: str) -> str:
@@ -113,7 +119,7 @@ def recheck(line: str, device: str, with_compile: bool) -> dict:
             inputs = _inputs(program.__globals__, device, seed)
             ref = _as_list(program(*inputs))
             truth = _as_list(program(*[x.double() for x in inputs]))
-            if not all(_within_half(r, t, tol) for r, t in zip(ref, truth)):
+            if not all(_near_float64(r, t, tol) for r, t in zip(ref, truth)):
                 result["float64"] = False
             for out in ref:
                 if out.numel() > 1 and bool(out.max() == out.min()):
@@ -207,8 +213,9 @@ def engine_rate(tree: Path, spec: dict, count: int, workers: int, device: str) -
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def generate_lines(specs: list[dict], count: int, workers: int, device: str) -> list[tuple[list[str], float]]:
-    """Each spec's validated lines and the seconds they took, on one warm engine."""
+def generate_lines(specs: list[dict], count: int, workers: int, device: str) -> list[tuple[list[str], float, dict]]:
+    """Each spec's validated lines, the seconds they took and its given-up indices' attempts
+    counted by reason (the rule's name), on one warm engine."""
     from generator_core import GenerationSpec
     from service.engine import Engine
 
@@ -218,8 +225,10 @@ def generate_lines(specs: list[dict], count: int, workers: int, device: str) -> 
         engine.wait_ready(timeout=600)
         for fields in specs:
             start = time.perf_counter()
-            lines = [o.json for o in engine.run(GenerationSpec(**fields), range(count))]
-            runs.append(([line for line in lines if line is not None], time.perf_counter() - start))
+            outcomes = list(engine.run(GenerationSpec(**fields), range(count)))
+            reasons = collections.Counter(part.split(": ", 2)[1].split(":")[0] for o in outcomes if o.error
+                                          for part in o.error.split("): ", 1)[-1].split("; ") if part.startswith("attempt"))
+            runs.append(([o.json for o in outcomes if o.json is not None], time.perf_counter() - start, dict(reasons)))
             print(f"generated {fields}: {len(runs[-1][0])}/{count} in {runs[-1][1]:.1f}s", flush=True)
     return runs
 
@@ -253,6 +262,9 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="also grade torch.compile candidates")
     p.add_argument("--rate-count", type=int, default=0)
     p.add_argument("--before-tree", type=Path)
+    p.add_argument("--save-lines", type=Path, help="also write the generated samples (JSONL) here")
+    p.add_argument("--generate-only", action="store_true", help="generate (and --save-lines), re-check nothing")
+    p.add_argument("--from-lines", type=Path, nargs="+", help="re-check these JSONL files instead of generating")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
@@ -260,10 +272,20 @@ def main() -> None:
     specs = [{"level": level, "seed": args.seed, "dtype": dtype, "min_flops": args.min_flops,
               "max_flops": args.max_flops} for dtype in args.dtypes for level in args.levels]
     lines = []
-    for spec, (got, wall) in zip(specs, generate_lines(specs, args.count, args.workers, args.device)):
-        report["generated"].append({**spec, "samples": len(got), "given_up": args.count - len(got),
-                                    "samples_per_s": len(got) / wall})
-        lines += got
+    if args.from_lines:
+        lines = [line for f in args.from_lines for line in f.read_text().splitlines() if line.strip()]
+    else:
+        for spec, (got, wall, reasons) in zip(specs, generate_lines(specs, args.count, args.workers, args.device)):
+            report["generated"].append({**spec, "samples": len(got), "given_up": args.count - len(got),
+                                        "samples_per_s": len(got) / wall, "given_up_attempts_by_reason": reasons})
+            lines += got
+            if args.save_lines:  # each spec's lines as soon as they exist: a run cut short keeps them
+                args.save_lines.write_text("".join(line + "\n" for line in lines))
+    if args.generate_only:
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=1))
+        print(json.dumps(report["generated"], indent=1))
+        return
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(args.jobs, maxtasksperchild=20) as pool:
         work = [(line, args.device, args.compile) for line in lines]

@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bench.grading import recheck
 from generator_core import OPERATORS, generate, grading
@@ -100,6 +102,30 @@ def test_index_operators_are_capped_in_slices(dtype):
 def test_trivial_answers_are_rejected(expr, reason):
     v = verdict({"x": [8, 8192]}, [("Op", "y", ["x"], expr)], [8, 8192], traced=False)
     assert v.reason is not None and v.reason.startswith(reason), v.reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.floats(-3, 3), min_size=1, max_size=40), constant=st.floats(-3, 3),
+       scale=st.sampled_from([1e-3, 1.0, 1e3]))
+def test_a_constant_is_judged_from_the_extremes_as_a_full_comparison_judges_it(values, constant, scale):
+    """trivial_answers decides zeros and the mean from an output's min and max: the same
+    answer as comparing every element (values near a constant included)."""
+    out = torch.tensor([v * scale for v in values] + [constant * scale * (1 + 0.03 * v) for v in values],
+                       dtype=torch.float64)
+    c = constant * scale
+    assert grading._constant_passes(c, float(out.min()), float(out.max())) == \
+        grading._close(out, torch.full_like(out, c), grading.LOOSE_TOLERANCE * grading.PROOF_MARGIN)
+
+
+@pytest.mark.parametrize("differs_at", [None, 0, 12345, 2**20 - 1])
+def test_a_sampled_comparison_decides_as_the_full_one(differs_at):
+    """Large tensors are compared on a sample first; one differing element anywhere (on the
+    sample's stride or not) still makes them unequal, and equal ones stay equal."""
+    a = torch.randn(2**20, generator=torch.Generator().manual_seed(0))
+    b = a * (1 + 1e-3)
+    if differs_at is not None:
+        b[differs_at] += 1
+    assert grading._loosely_equal(a, b) == (differs_at is None)
 
 
 def test_an_output_constant_for_any_checked_seed_is_rejected():

@@ -85,3 +85,31 @@ def test_inputs_are_seeded():
     stats = [validate_program(GOOD, [[4, 8]], fmt="fused_operator", device="cpu", seed=s).validation.outputs
              for s in (0, 0, 1)]
     assert stats[0] == stats[1] != stats[2]
+
+
+BF16_CONV = """
+import torch
+
+def get_inputs():
+    return [torch.randn([8, 2, 512, 5], dtype=torch.bfloat16), torch.randn([69, 2, 3, 3], dtype=torch.bfloat16)]
+
+def fused_operator(x, w):
+    return [torch.nn.functional.conv2d(x, w, stride=4, padding=1, dilation=2)]
+"""
+
+
+def test_a_half_type_verdict_does_not_depend_on_what_memory_held_before():
+    """torch's oneDNN bfloat16 conv2d reads unwritten memory for this stride and dilation;
+    validation runs half types without oneDNN, so freed memory holding other values before
+    the run leaves the recorded statistics unchanged."""
+    runs = []
+    for junk in (0.0, 1e30, float("nan")):
+        for size in (2**10, 2**16, 2**20):
+            for dtype in (torch.bfloat16, torch.float64):
+                del_me = torch.full((size,), junk, dtype=dtype)
+                del del_me
+            v = validate_program(BF16_CONV, [[8, 69, 128, 1]], fmt="fused_operator", device="cpu", seed=3,
+                                 dtype="bfloat16")
+            runs.append((v.reason, v.validation.model_dump_json()))
+    assert len(set(runs)) == 1
+    assert torch.backends.mkldnn.enabled  # and the flag is back as it was
