@@ -83,7 +83,7 @@ def profile(candidate, device: str, phases: collections.Counter, ops32: collecti
             lap("float64")
             truth = [env64[o] for o in replay.outputs]
             reason = reason or grading.numerics(outputs, truth, f["dtype"]) or grading.ties(
-                replay.nodes, env, env64, f["dtype"])
+                replay.nodes, env, env64, f["dtype"], replay.input_names)
             lap("compare")
             del env, env64, outputs, inputs, truth
             if reason:

@@ -96,7 +96,7 @@ def solve_attempt(spec: GenerationSpec, index: int, attempt: int) -> Candidate |
     ops = combination(spec, index, attempt)
     limits = Limits(spec.min_flops, spec.max_flops, spec.max_tensor_numel, spec.max_total_bytes, spec.dtype)
     seed = derive_seed(spec.seed, index, attempt)
-    graph = wire(ops, random.Random(seed), spec.topology)
+    graph = wire(ops, random.Random(seed), spec.topology, spec.dtype)
     solution = solve_graph(graph, limits, seed % 2**31, may_relax=attempt >= RELAX_FROM_ATTEMPT)
     if solution is None:
         return f"attempt {attempt}: no solution"

@@ -30,11 +30,12 @@ from generator_core.seeds import derive_seed
 
 # KernelBench's tolerances: atol = rtol = 1e-4 for float32, 1e-2 for half types.
 TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2}
-# The share of the tolerance the reference may be from float64. Half types: the whole of it,
-# from float64 correctly rounded to the dtype (the best output of that dtype). Eager
-# bfloat16 rounds every intermediate to 8 bits; at half the tolerance, 12 of 40 level-2
-# bfloat16 indices were given up (seed 11, 2**16..2**22), at the whole of it none.
-REFERENCE_SHARE = {"float32": 0.5, "float16": 1.0, "bfloat16": 1.0}
+# The share of the tolerance the reference may be from float64. Half types: 3/4 of it, from
+# float64 correctly rounded to the dtype (the best output of that dtype). Eager bfloat16
+# rounds every intermediate to 8 bits: at half the tolerance 37 of 100 level-4 indices were
+# given up (seed 5151, 2**16..2**22); at the whole of it none, but on 5 fresh input seeds
+# 10 of 100 level-4 samples were then further than the tolerance (at 3/4: 2 given up, 4 further).
+REFERENCE_SHARE = {"float32": 0.5, "float16": 0.75, "bfloat16": 0.75}
 LOOSE_TOLERANCE = 1e-2  # trivial answers and removed nodes must fail even at this tolerance
 # ...and by this factor on the seeds checked, so that they fail on a grader's seeds too (at
 # exactly 1e-2, 5 of 300 level 3-4 samples had a node removable or a trivial answer passing
@@ -142,17 +143,22 @@ def tie_margin(values: torch.Tensor, dim: int, largest: bool, dtype: str) -> str
     return None
 
 
-def ties(nodes: list[dict], env: dict[str, torch.Tensor], env64: dict[str, torch.Tensor], dtype: str) -> str | None:
+def ties(nodes: list[dict], env: dict[str, torch.Tensor], env64: dict[str, torch.Tensor], dtype: str,
+         input_names: list[str] = ()) -> str | None:
     """Every index node (final or not): same indices in the dtype and float64, with a margin
-    (measured on the float64 values it reduces)."""
+    (measured on the float64 values it reduces) unless it reduces a graph input (reshaped or
+    not): values every implementation reads as they are, exact ties included."""
+    raw = set(input_names)
     for k, node in enumerate(nodes):
+        if node["op"] == "Reshape" and node["inputs"][0] in raw:
+            raw.add(node["output"])
         largest = INDEX_OPS.get(node["op"])
         if largest is None:
             continue
         out, x64 = node["output"], env64[node["inputs"][0]]
         if not torch.equal(env[out].long(), env64[out].long()):
             return f"tie: node {k} ({node['op']}) picks other indices in {dtype} than in float64"
-        reason = tie_margin(x64, node["params"]["dim"], largest, dtype)
+        reason = None if node["inputs"][0] in raw else tie_margin(x64, node["params"]["dim"], largest, dtype)
         if reason:
             return f"{reason} at node {k} ({node['op']})"
     return None

@@ -74,9 +74,10 @@ def draw_dim_hint(rng: random.Random, lo: int, hi: int) -> int:
 class Builder:
     """Creates Vars and tensors for one wiring attempt; handed to `Operator.plan`."""
 
-    def __init__(self, rng: random.Random, topology: str):
+    def __init__(self, rng: random.Random, topology: str, dtype: str = "float32"):
         self.rng = rng
         self.topology = topology
+        self.dtype = dtype
         self.graph = Graph()
         self._var_count = 0
 
@@ -127,8 +128,14 @@ class Builder:
         return self.fresh_input(dims)
 
     def add_node(self, op: Operator, plan: Plan) -> Node:
+        facts = _facts(op, plan.inputs[0])
+        if self.dtype != "float32" and (not getattr(op, "adapter", False) or "rounded" in plan.inputs[0].facts):
+            # Computed in a half type: every value rounded to 8 or 11 bits, so near-equal
+            # values tie or swap order (an index operator reads such values only raw).
+            # A reshape moves values: rounded only if they were.
+            facts |= {"rounded"}
         out = Tensor("", tuple(plan.out_dims), is_index=plan.is_index, is_view=getattr(op, "adapter", False),
-                     facts=_facts(op, plan.inputs[0]))
+                     facts=facts)
         node = Node(op, plan.inputs, out, plan.params)
         for t in plan.inputs:
             t.consumers.append(node)
@@ -150,10 +157,10 @@ def _choose_rank(rng: random.Random, op: Operator, want: set[int] | None, prefer
     return rng.choices(ranks, weights=[RANK_WEIGHT[r] for r in ranks])[0]
 
 
-def wire(ops: list[Operator], rng: random.Random, topology: str) -> Graph:
+def wire(ops: list[Operator], rng: random.Random, topology: str, dtype: str = "float32") -> Graph:
     from generator_core.ops.layout import RESHAPE  # the rank adapter, not a registered op
 
-    b = Builder(rng, topology)
+    b = Builder(rng, topology, dtype)
     produced: list[Tensor] = []
     for i, op in enumerate(ops):
         want = set(ops[i + 1].input_ranks) if i + 1 < len(ops) else None

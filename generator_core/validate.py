@@ -259,7 +259,7 @@ def _grade(outputs, extremes: Extremes, inputs, env, replay, program, dtype: str
             return grading.numerics(outputs, _as_list(program(*wide)), dtype)
         env64 = replay.run(wide)  # float64 replay of every node: truth for outputs and index nodes
     truth = [env64[o] for o in replay.outputs]
-    return grading.numerics(outputs, truth, dtype) or grading.ties(replay.nodes, env, env64, dtype)
+    return grading.numerics(outputs, truth, dtype) or grading.ties(replay.nodes, env, env64, dtype, replay.input_names)
 
 
 @contextlib.contextmanager

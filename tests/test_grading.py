@@ -82,6 +82,36 @@ def test_ties_pass_argmax_with_a_margin_and_mark_it_exact():
     assert v.reason is None and v.grading.exact_outputs == [0]
 
 
+def test_an_index_of_a_graph_input_needs_no_margin():
+    """Exact ties in a graph input's values are the same for every implementation (the first
+    index wins), so ties() checks the margin only where the values were computed."""
+    x = torch.tensor([[1.0, 1.0, 0.5], [0.25, 2.0, 2.0]], dtype=torch.bfloat16)
+    env = {"x": x, "y": torch.argmax(x, dim=1)}
+    env64 = {"x": x.double(), "y": torch.argmax(x.double(), dim=1)}
+    nodes = [{"op": "ArgMax", "inputs": ["x"], "output": "y", "params": {"dim": 1}}]
+    assert grading.ties(nodes, env, env64, "bfloat16", ["x"]) is None
+    assert grading.ties(nodes, env, env64, "bfloat16", []).startswith("tie:")
+
+
+@pytest.mark.parametrize("name", [n for n, op in OPERATORS.items() if getattr(op, "index_output", False)])
+def test_in_half_types_index_operators_read_graph_inputs(name):
+    """Values computed in bfloat16 tie or swap where a float32 candidate separates them, so
+    a half-type index operator reads a graph input (directly or reshaped); in float32 it
+    reads computed values too."""
+    def reads_raw(s):
+        g = s.graph
+        raw = {t["name"] for t in g["inputs"]}
+        for node in g["nodes"]:
+            if node["op"] == "Reshape" and node["inputs"][0] in raw:
+                raw.add(node["output"])
+            if node["op"] == name:
+                return node["inputs"][0] in raw
+
+    runs = {dtype: [reads_raw(generate(spec(op_sequence=["Sin", "Exp2", name], dtype=dtype, validate=False), i))
+                    for i in range(6)] for dtype in ("bfloat16", "float32")}
+    assert all(runs["bfloat16"]) and not all(runs["float32"])
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_index_operators_are_capped_in_slices(dtype):
     """ArgMax / ArgMin outputs stay within the slice cap that keeps ties rare (per dtype)."""
