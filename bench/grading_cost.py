@@ -58,7 +58,7 @@ def profile(candidate, device: str, phases: collections.Counter, ops32: collecti
     replay = grading.Replay.of(f["graph"], candidate.steps)
     with grading.grader_flags(), execution_scope(device):
         get_inputs, _ = load_program(f["pytorch"], f["format"])
-        for seed in grading.input_seeds(candidate.validation_seed):
+        for seed in grading.input_seeds(candidate.validation_seed, f["dtype"]):
             clock = time.perf_counter()
 
             def lap(phase: str) -> None:

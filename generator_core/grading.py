@@ -41,7 +41,10 @@ LOOSE_TOLERANCE = 1e-2  # trivial answers and removed nodes must fail even at th
 # exactly 1e-2, 5 of 300 level 3-4 samples had a node removable or a trivial answer passing
 # on other seeds; at twice it, 1 of 500).
 PROOF_MARGIN = 4
-INPUT_SEEDS = 3
+# Input seeds checked. Half types: 5, since a half-type reference's largest error moves from
+# seed to seed by more than float32's. At 3, 2 of 100 level-3 and 4 of 98 level-4 bfloat16
+# samples were beyond the tolerance on 5 fresh seeds; at 5, 0 and 2 (seed 5151, 2**16..2**22).
+INPUT_SEEDS = {"float32": 3, "float16": 5, "bfloat16": 5}
 SAMPLED_ELEMENTS = 2**14  # elements of the quick first pass of a comparison of large tensors
 # The best value of every ArgMax / ArgMin slice beats the second best by this share of its
 # magnitude: about 32 float32 ulps (fused or reordered float32 arithmetic upstream moves
@@ -53,9 +56,9 @@ TIE_FLOOR = 1e-6  # values below this magnitude count as this (a margin, not zer
 INDEX_OPS = {"ArgMax": True, "ArgMin": False}  # name -> the best value is the largest
 
 
-def input_seeds(validation_seed: int) -> list[int]:
+def input_seeds(validation_seed: int, dtype: str = "float32") -> list[int]:
     """The input seeds checked: the attempt's validation seed first, then derived ones."""
-    return [validation_seed] + [derive_seed(validation_seed, "grading", k) for k in range(1, INPUT_SEEDS)]
+    return [validation_seed] + [derive_seed(validation_seed, "grading", k) for k in range(1, INPUT_SEEDS[dtype])]
 
 
 @contextlib.contextmanager

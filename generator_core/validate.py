@@ -201,7 +201,7 @@ def validate_program(code: str, expected_shapes: list[list[int]], *, fmt: str, d
     seed's), which are not part of the verdict."""
     device = resolve_device(device)
     replay = grading.Replay.of(graph, steps) if graph is not None and steps is not None else None
-    seeds = grading.input_seeds(seed)
+    seeds = grading.input_seeds(seed, dtype)
     stats: list[OutputStats] = []
     contract = None
     clock = Clock(device)
