@@ -215,9 +215,10 @@ def engine_rate(tree: Path, spec: dict, count: int, workers: int, device: str) -
 
 def generate_lines(specs: list[dict], count: int, workers: int, device: str) -> list[tuple[list[str], float, dict]]:
     """Each spec's validated lines, the seconds they took and its given-up indices' attempts
-    counted by reason (the rule's name), on one warm engine."""
+    counted by reason (metrics' labels), on one warm engine."""
     from generator_core import GenerationSpec
     from service.engine import Engine
+    from service.metrics import rejection_reason  # the labels metrics count rejections by
 
     runs = []
     with Engine(solver_workers=workers, device=device) as engine:
@@ -226,7 +227,7 @@ def generate_lines(specs: list[dict], count: int, workers: int, device: str) -> 
         for fields in specs:
             start = time.perf_counter()
             outcomes = list(engine.run(GenerationSpec(**fields), range(count)))
-            reasons = collections.Counter(part.split(": ", 2)[1].split(":")[0] for o in outcomes if o.error
+            reasons = collections.Counter(rejection_reason(part) for o in outcomes if o.error
                                           for part in o.error.split("): ", 1)[-1].split("; ") if part.startswith("attempt"))
             runs.append(([o.json for o in outcomes if o.json is not None], time.perf_counter() - start, dict(reasons)))
             print(f"generated {fields}: {len(runs[-1][0])}/{count} in {runs[-1][1]:.1f}s", flush=True)

@@ -24,7 +24,8 @@ import torch
 
 from generator_core import GenerationSpec, grading
 from generator_core.generate import solve_attempt, validate_candidate
-from generator_core.validate import _judge, execution_scope, load_program, make_inputs, resolve_device
+from generator_core.validate import (_any_algorithms, _judge, _reproducible_cpu_kernels, execution_scope,
+                                     load_program, make_inputs, resolve_device)
 
 PHASES = ("inputs", "program", "trivial", "removable", "float64", "compare")
 
@@ -56,7 +57,7 @@ def profile(candidate, device: str, phases: collections.Counter, ops32: collecti
     """The candidate's verdict (None: passed), its phases' seconds added to `phases`."""
     f = candidate.fields
     replay = grading.Replay.of(f["graph"], candidate.steps)
-    with grading.grader_flags(), execution_scope(device):
+    with grading.grader_flags(), execution_scope(device), _reproducible_cpu_kernels(device, f["dtype"]):
         get_inputs, _ = load_program(f["pytorch"], f["format"])
         for seed in grading.input_seeds(candidate.validation_seed, f["dtype"]):
             clock = time.perf_counter()
@@ -78,7 +79,7 @@ def profile(candidate, device: str, phases: collections.Counter, ops32: collecti
             lap("trivial")
             reason = reason or grading.removable(replay, env)
             lap("removable")
-            with torch.random.fork_rng(devices=[]):
+            with _any_algorithms():  # as validate runs the float64 truth
                 env64 = _timed_replay(replay, [x.double() for x in inputs], device, ops64)
             lap("float64")
             truth = [env64[o] for o in replay.outputs]

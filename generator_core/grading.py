@@ -110,7 +110,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, tol: float) -> bool:
 
 def _constant_passes(constant: float, low: float, high: float, tol: float = LOOSE_TOLERANCE * PROOF_MARGIN) -> bool:
     """_loosely_equal(output, a tensor of `constant`) from the output's extremes alone: the
-    excess |a - c| - tol * max(|a|, |c|) falls as a element a rises to c and grows beyond it
+    excess |a - c| - tol * max(|a|, |c|) falls as an element a rises to c and grows beyond it
     (its slope is at least 1 - tol in size), so it is largest at the smallest or the largest
     element."""
     return all(abs(a - constant) <= tol + tol * max(abs(a), abs(constant)) for a in (low, high))

@@ -128,14 +128,14 @@ class Builder:
         return self.fresh_input(dims)
 
     def add_node(self, op: Operator, plan: Plan) -> Node:
+        adapter = getattr(op, "adapter", False)
         facts = _facts(op, plan.inputs[0])
-        if self.dtype != "float32" and (not getattr(op, "adapter", False) or "rounded" in plan.inputs[0].facts):
+        if self.dtype != "float32" and (not adapter or "rounded" in plan.inputs[0].facts):
             # Computed in a half type: every value rounded to 8 or 11 bits, so near-equal
             # values tie or swap order (an index operator reads such values only raw).
             # A reshape moves values: rounded only if they were.
             facts |= {"rounded"}
-        out = Tensor("", tuple(plan.out_dims), is_index=plan.is_index, is_view=getattr(op, "adapter", False),
-                     facts=facts)
+        out = Tensor("", tuple(plan.out_dims), is_index=plan.is_index, is_view=adapter, facts=facts)
         node = Node(op, plan.inputs, out, plan.params)
         for t in plan.inputs:
             t.consumers.append(node)
