@@ -32,7 +32,7 @@ import torch
 
 from bench.gpu_nodes import SETTINGS, node_rows, summary
 from bench.solve import percentile
-from generator_core import GenerationSpec
+from generator_core import GenerationSpec, Sample
 from generator_core.baseline import device_name
 from service.engine import Engine, Observer
 from service.engine.workers import FAULT_ENV
@@ -131,7 +131,7 @@ def per_sample(lines: list[str | None], timings: Timings, hw: dict, device: str)
         if line is None:
             bad += 1
             continue
-        s = json.loads(line)
+        s = Sample.model_validate_json(line).model_dump()  # records hold validation as JSON text
         v = s["validation"]
         bad += not (v and v["passed"] and v["device"] == ("cuda" if device == "cuda" else "cpu")
                     and [o["shape"] for o in v["outputs"]] == s["output_shapes"])
@@ -177,7 +177,7 @@ def fault_runs(spec: GenerationSpec, count: int, workers: int, device: str) -> d
 
 def baseline_run(spec: GenerationSpec, count: int, workers: int, device: str, hw: dict) -> dict:
     lines, figures, _ = run(spec.model_copy(update={"baselines": True}), count, workers, device)
-    samples = [json.loads(line) for line in lines if line is not None]
+    samples = [Sample.model_validate_json(line).model_dump() for line in lines if line is not None]
     eager_over_floor = sorted(s["baseline"]["eager_ms"] / 1000 / floor_s(s, hw) for s in samples if s.get("baseline"))
     return {"samples": len(samples), "with_baseline": sum(bool(s.get("baseline")) for s in samples),
             "eager_at_least_floor": sum(r >= 1 for r in eager_over_floor),
@@ -189,7 +189,7 @@ def baseline_run(spec: GenerationSpec, count: int, workers: int, device: str, hw
 
 def compile_run(spec: GenerationSpec, count: int, workers: int, device: str) -> dict:
     lines, _, _ = run(spec.model_copy(update={"baselines": True, "baseline_compile": True}), count, workers, device)
-    b = [json.loads(line)["baseline"] for line in lines if line is not None]
+    b = [Sample.model_validate_json(line).model_dump()["baseline"] for line in lines if line is not None]
     ok = [x for x in b if x["compiled"]]
     return {"samples": len(b), "compiled": len(ok), "errors": sorted({x["compile_error"] for x in b if not x["compiled"]}),
             "median_compile_s": statistics.median(x["compile_s"] for x in ok) if ok else None,

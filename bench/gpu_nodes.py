@@ -17,11 +17,11 @@ Used by `python -m bench.gpu --nodes N`; works on the CPU too (wall clock, one t
 from __future__ import annotations
 
 import contextlib
-import json
 import statistics
 
 import torch
 
+from generator_core import Sample
 from generator_core.baseline import _sync
 from generator_core.validate import Clock, execution_scope, load_program, make_inputs
 
@@ -70,7 +70,7 @@ def _time(code, namespace: dict, device: str) -> float:
 
 def node_rows(line: str, device: str, hw: dict) -> list[dict]:
     """One row per node: its op, time under each setting, and floor."""
-    s = json.loads(line)
+    s = Sample.model_validate_json(line).model_dump()
     get_inputs, _ = load_program(s["pytorch"], s["format"])
     rows = []
     with execution_scope(device):

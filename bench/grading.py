@@ -105,6 +105,7 @@ def recheck(line: str, device: str, with_compile: bool) -> dict:
     s = json.loads(line)
     tol = TOLERANCE[s["dtype"]]
     code, graph = s["pytorch"], s["graph"]
+    graph = json.loads(graph) if isinstance(graph, str) else graph  # JSON text in records; older lines: an object
     result = {rule: True for rule in RULES}
     result.update(level=s["level"], dtype=s["dtype"], index=s["index"], ops=s["ops"], notes=[])
     torch.set_num_threads(1)

@@ -1,9 +1,21 @@
-"""Sample: one generated program and what is known about it (one JSONL line)."""
+"""Sample: one generated program and what is known about it (one JSONL line, one record)."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from pydantic import BaseModel, model_serializer
+from pydantic import BaseModel, ConfigDict, field_serializer, field_validator
+
+# Fields a record holds as JSON text (a string column): free-form (graph params, precision
+# flags vary by operator and device) or null when absent (validation off, no baselines), so
+# no single Arrow type, or none a reader could infer from the first rows, fits them as
+# objects. Every record then has the same columns with the same types (records.py).
+JSON_TEXT_FIELDS = ("rejected", "graph", "validation", "grading", "baseline")
+
+
+def json_text(value: Any) -> str:
+    """Canonical JSON text (sorted keys, no spaces): one value, one string of bytes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 class OutputStats(BaseModel):
@@ -54,6 +66,12 @@ class Baseline(BaseModel):
 
 
 class Sample(BaseModel):
+    """Typed in Python (`sample.grading.atol`, `sample.graph["nodes"]`); as JSON (a JSONL
+    line, an API answer, a Parquet row) the JSON_TEXT_FIELDS are strings of JSON text,
+    always present ("null" when absent). Either form parses back."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     pytorch: str
     difficulty: int
     id: str
@@ -79,10 +97,11 @@ class Sample(BaseModel):
     grading: Grading | None = None  # the contract a grader may assume (None: validation off)
     baseline: Baseline | None = None
 
-    @model_serializer(mode="wrap")
-    def _baseline_only_when_asked(self, handler):
-        """Samples without baselines keep the bytes they had before the field existed."""
-        data = handler(self)
-        if data.get("baseline", 0) is None:
-            del data["baseline"]
-        return data
+    @field_validator(*JSON_TEXT_FIELDS, mode="before")
+    @classmethod
+    def _from_json_text(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+    @field_serializer(*JSON_TEXT_FIELDS, mode="wrap", when_used="json")
+    def _as_json_text(self, value: Any, handler) -> str:
+        return json_text(handler(value))

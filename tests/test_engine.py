@@ -1,7 +1,6 @@
 """The engine: the same bytes whatever the number of workers, killed workers and interruptions."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -11,7 +10,7 @@ import time
 
 import pytest
 
-from generator_core import GenerationSpec
+from generator_core import GenerationSpec, Sample
 from service.engine import Engine
 from service.engine.workers import CRASH_ENV
 
@@ -40,9 +39,9 @@ def test_file_is_identical_for_one_and_two_workers(reference, tmp_path):
     done = generate_file(tmp_path / "two.jsonl", *LEVEL1, "--num_workers", "2")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "two.jsonl").read_bytes() == reference
-    records = [json.loads(line) for line in reference.splitlines()]
-    assert [r["index"] for r in records] == list(range(200))
-    assert all(r["validation"]["passed"] and r["validation"]["device"] == "cpu" for r in records)
+    records = [Sample.model_validate_json(line) for line in reference.splitlines()]
+    assert [r.index for r in records] == list(range(200))
+    assert all(r.validation.passed and r.validation.device == "cpu" for r in records)
 
 
 def test_workers_killed_mid_run_change_nothing(reference, tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from helpers import HI, JOB_SPEC, LO, SMALL, ndjson_results, wait_finished
-from generator_core import GenerationSpec
+from generator_core import GenerationSpec, Sample
 from service.engine import Engine
 from service.engine.workers import FAULT_ENV
 from service.local_server import LocalServer
@@ -76,8 +76,8 @@ def test_an_attempt_that_never_fits_is_rejected_as_such(fault_free, monkeypatch,
     lines, engine = run_lines(mode)
     assert fired() == times
     assert engine.progress.restarts == restarts
-    victim = json.loads(lines[VICTIM])
-    assert victim["validation"]["passed"] and sum(reason in r for r in victim["rejected"]) == 1
+    victim = Sample.model_validate_json(lines[VICTIM])
+    assert victim.validation.passed and sum(reason in r for r in victim.rejected) == 1
     assert lines[:VICTIM] + lines[VICTIM + 1:] == fault_free[:VICTIM] + fault_free[VICTIM + 1:]
 
 

@@ -2,7 +2,6 @@
 and every operator's sample meets the contract when re-checked independently (bench.grading)."""
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -11,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.grading import recheck
-from generator_core import OPERATORS, generate, grading
+from generator_core import OPERATORS, Sample, generate, grading
 from generator_core.render import PIN_FULL_FLOAT32
 from generator_core.validate import validate_program
 from helpers import level0, spec
@@ -240,7 +239,7 @@ def test_grading_is_part_of_the_deterministic_bytes():
     """The same spec and index give the same bytes, grading included; validation off gives none."""
     a = generate(spec(level=3, seed=5), 2).model_dump_json()
     assert a == generate(spec(level=3, seed=5), 2).model_dump_json()
-    assert json.loads(a)["grading"]["input_seeds"]
+    assert Sample.model_validate_json(a).grading.input_seeds
     assert generate(spec(level=3, seed=5, validate=False), 2).grading is None
 
 
