@@ -202,12 +202,13 @@ def explain(line: str, device: str) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     from generator_core.baseline import time_runs
-    from generator_core.validate import load_program, make_inputs
+    from generator_core.validate import load_program
 
     s = json.loads(line)
-    get_inputs, program = load_program(s["pytorch"], s["format"])
+    loaded = load_program(s["pytorch"], s["format"])
     with torch.no_grad():
-        inputs = make_inputs(get_inputs, device, 0)
+        instance = loaded.instantiate(device, 0)
+        program, inputs = instance.program, instance.inputs
         times = {}
         for deterministic in (True, False):  # one run each: a slow program may take seconds
             torch.use_deterministic_algorithms(deterministic, warn_only=True)

@@ -25,7 +25,7 @@ import torch
 from generator_core import GenerationSpec, grading
 from generator_core.generate import solve_attempt, validate_candidate
 from generator_core.validate import (_any_algorithms, _judge, _reproducible_cpu_kernels, execution_scope,
-                                     load_program, make_inputs, resolve_device)
+                                     load_program, resolve_device)
 
 PHASES = ("inputs", "program", "trivial", "removable", "float64", "compare")
 
@@ -40,9 +40,8 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _timed_replay(replay: grading.Replay, inputs, device: str, by_op: collections.Counter) -> dict:
+def _timed_replay(replay: grading.Replay, env: dict, device: str, by_op: collections.Counter) -> dict:
     """replay.run, node by node, each node's seconds added to by_op[op]."""
-    env = dict(zip(replay.input_names, inputs))
     namespace = {"torch": torch}
     for node, code in zip(replay.nodes, replay.code):
         start = time.perf_counter()
@@ -58,7 +57,7 @@ def profile(candidate, device: str, phases: collections.Counter, ops32: collecti
     f = candidate.fields
     replay = grading.Replay.of(f["graph"], candidate.steps)
     with grading.grader_flags(), execution_scope(device), _reproducible_cpu_kernels(device, f["dtype"]):
-        get_inputs, _ = load_program(f["pytorch"], f["format"])
+        loaded = load_program(f["pytorch"], f["format"])
         for seed in grading.input_seeds(candidate.validation_seed, f["dtype"]):
             clock = time.perf_counter()
 
@@ -69,24 +68,25 @@ def profile(candidate, device: str, phases: collections.Counter, ops32: collecti
                 phases[phase] += now - clock
                 clock = now
 
-            inputs = make_inputs(get_inputs, device, seed)
+            instance = loaded.instantiate(device, seed)
             lap("inputs")
-            env = _timed_replay(replay, inputs, device, ops32)
+            env = _timed_replay(replay, replay.named(instance.inputs, instance.weights), device, ops32)
             outputs = [env[o] for o in replay.outputs]
             lap("program")
             reason, _, extremes = _judge(outputs, f["output_shapes"])
-            reason = reason or grading.trivial_answers(outputs, inputs, extremes)
+            reason = reason or grading.trivial_answers(outputs, instance.tensors, extremes)
             lap("trivial")
             reason = reason or grading.removable(replay, env)
             lap("removable")
             with _any_algorithms():  # as validate runs the float64 truth
-                env64 = _timed_replay(replay, [x.double() for x in inputs], device, ops64)
+                wide = instance.widened()
+                env64 = _timed_replay(replay, replay.named(wide.inputs, wide.weights), device, ops64)
             lap("float64")
             truth = [env64[o] for o in replay.outputs]
             reason = reason or grading.numerics(outputs, truth, f["dtype"]) or grading.ties(
                 replay.nodes, env, env64, f["dtype"], replay.input_names)
             lap("compare")
-            del env, env64, outputs, inputs, truth
+            del env, env64, outputs, instance, wide, truth
             if reason:
                 return reason
     return None

@@ -12,7 +12,7 @@ import time
 import torch
 
 from generator_core.sample import Baseline
-from generator_core.validate import (Clock, _reason, as_device_fault, execution_scope, load_program, make_inputs,
+from generator_core.validate import (Clock, _reason, as_device_fault, execution_scope, load_program,
                                      resolve_device)
 
 RUNS = 10
@@ -59,10 +59,11 @@ def measure_baseline(code: str, fmt: str, *, device: str, seed: int, compile: bo
     memory, a CUDA error) raises DeviceFault, as in validation; a program that torch.compile
     cannot handle records why instead."""
     device = resolve_device(device)
-    get_inputs, program = load_program(code, fmt)
+    loaded = load_program(code, fmt)
     try:
         with execution_scope(device):  # as validation: on the CPU, one thread
-            inputs = make_inputs(get_inputs, device, seed)
+            instance = loaded.instantiate(device, seed)
+            program, inputs = instance.program, instance.inputs
             eager = time_runs(program, inputs, device)
             baseline = Baseline(device=device_name(device), torch=torch.__version__, runs=RUNS,
                                 eager_ms=_ms(statistics.median(eager)), eager_min_ms=_ms(min(eager)))

@@ -2,6 +2,7 @@
 moving to the next attempt of the same index when an attempt is rejected."""
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -51,6 +52,10 @@ def combination(spec: GenerationSpec, index: int, attempt: int = 0) -> list[Oper
     if spec.level == 0:
         return [pool[index % n]]
     if spec.level == 1:
+        if spec.format == "kernelbench":  # the pairs one output can join, in walk order
+            pairs = single_output_pairs(tuple(op.name for op in pool), spec.dtype)
+            first, second = pairs[index % len(pairs)]
+            return [OPERATORS[first], OPERATORS[second]]
         return [pool[(index // n) % n], pool[index % n]]
     redraw = max(0, (attempt - REDRAW_FROM_ATTEMPT) // REDRAW_EVERY + 1)
     # The first draw's seed has no redraw part, so the combinations of earlier samples stay.
@@ -60,12 +65,29 @@ def combination(spec: GenerationSpec, index: int, attempt: int = 0) -> list[Oper
         ops = [rng.choice(pool) for _ in range(spec.num_ops)]
         if sum(op.min_flops() for op in ops) > spec.max_flops:
             continue
+        if spec.format == "kernelbench" and not single_output_wireable(ops, spec.dtype):
+            continue
         fallback = fallback or ops
         if reachable_estimate(ops, spec) >= REACH_HEADROOM * spec.min_flops:
             return ops
     # No draw reaches the floor (e.g. a pool of cheap operators): keep one that fits the
     # ceiling; solving will relax the floor and flag it.
     return fallback or [min(pool, key=lambda op: op.min_flops())] * spec.num_ops
+
+
+def single_output_wireable(ops: list[Operator], dtype: str) -> bool:
+    """Can these operators, in this order, make a program with one output (KernelBench's
+    format)? Not when an operator is degenerate on whatever the one before it makes (Abs of
+    Abs; ArgMin of a Tril's zeros): it would start a second branch. Decided on a fixed
+    wiring seed, so that the answer depends on the operators only."""
+    return wire(ops, random.Random(0), "dag", dtype, single_output=True) is not None
+
+
+@functools.cache
+def single_output_pairs(pool: tuple[str, ...], dtype: str) -> list[tuple[str, str]]:
+    """Level 1's walk over ordered pairs, less the pairs no single-output wiring joins (170 of
+    the 3,721 pairs of the full catalogue)."""
+    return [(a, b) for a in pool for b in pool if single_output_wireable([OPERATORS[a], OPERATORS[b]], dtype)]
 
 
 def reachable_estimate(ops: list[Operator], spec: GenerationSpec) -> int:
@@ -96,7 +118,9 @@ def solve_attempt(spec: GenerationSpec, index: int, attempt: int) -> Candidate |
     ops = combination(spec, index, attempt)
     limits = Limits(spec.min_flops, spec.max_flops, spec.max_tensor_numel, spec.max_total_bytes, spec.dtype)
     seed = derive_seed(spec.seed, index, attempt)
-    graph = wire(ops, random.Random(seed), spec.topology, spec.dtype)
+    graph = wire(ops, random.Random(seed), spec.topology, spec.dtype, single_output=spec.format == "kernelbench")
+    if graph is None:
+        return f"attempt {attempt}: no single-output wiring"
     solution = solve_graph(graph, limits, seed % 2**31, may_relax=attempt >= RELAX_FROM_ATTEMPT)
     if solution is None:
         return f"attempt {attempt}: no solution"

@@ -201,9 +201,15 @@ class Replay:
         code = [compile(expr, f"<tcgen-step-{k}>", "eval") for k, expr in enumerate(steps)]
         return cls([t["name"] for t in graph["inputs"]], graph["nodes"], graph["outputs"], code)
 
-    def run(self, inputs: list[torch.Tensor], start: int = 0, env: dict | None = None,
+    def named(self, inputs: list[torch.Tensor], weights: dict[str, torch.Tensor] | None = None) -> dict:
+        """Every graph input by name: `inputs` are get_inputs()'s, in graph order; `weights`
+        the KernelBench Model's parameters (graph inputs that get_inputs() leaves out)."""
+        weights = weights or {}
+        return dict(zip([n for n in self.input_names if n not in weights], inputs)) | weights
+
+    def run(self, env: dict[str, torch.Tensor], start: int = 0,
             only: Callable[[dict], bool] | None = None) -> dict[str, torch.Tensor]:
-        env = dict(zip(self.input_names, inputs)) if env is None else env
+        """Evaluates nodes `start`.. into `env` (named tensors, updated in place and returned)."""
         namespace = {"torch": torch}
         for k in range(start, len(self.nodes)):
             node = self.nodes[k]
@@ -233,7 +239,7 @@ def removable(replay: Replay, env: dict[str, torch.Tensor]) -> str | None:
                     return True
                 return False
 
-            replay.run([], start=k + 1, env=trial, only=downstream)
+            replay.run(trial, start=k + 1, only=downstream)
             if all(_loosely_equal(env[o], trial[o]) for o in replay.outputs if o in changed):
                 return f"removable: node {k} ({node['op']}) can be replaced by its input {name}"
     return None

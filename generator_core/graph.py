@@ -74,9 +74,10 @@ def draw_dim_hint(rng: random.Random, lo: int, hi: int) -> int:
 class Builder:
     """Creates Vars and tensors for one wiring attempt; handed to `Operator.plan`."""
 
-    def __init__(self, rng: random.Random, topology: str, dtype: str = "float32"):
+    def __init__(self, rng: random.Random, topology: str, dtype: str = "float32", single_output: bool = False):
         self.rng = rng
         self.topology = topology
+        self.single_output = single_output
         self.dtype = dtype
         self.graph = Graph()
         self._var_count = 0
@@ -157,10 +158,28 @@ def _choose_rank(rng: random.Random, op: Operator, want: set[int] | None, prefer
     return rng.choices(ranks, weights=[RANK_WEIGHT[r] for r in ranks])[0]
 
 
-def wire(ops: list[Operator], rng: random.Random, topology: str, dtype: str = "float32") -> Graph:
+# A single-output wiring (KernelBench's format) may still leave a second sink: where an
+# operator would be degenerate on the newest tensor it starts a new branch. Such wirings are
+# drawn again, from the same generator, this many times before the attempt gives up.
+SINGLE_OUTPUT_DRAWS = 16
+
+
+def wire(ops: list[Operator], rng: random.Random, topology: str, dtype: str = "float32",
+         single_output: bool = False) -> Graph | None:
+    """A graph of `ops`; with `single_output`, one whose only sink is the last node (each
+    operator reads the newest tensor, as in a chain; partners may still be older tensors),
+    or None when SINGLE_OUTPUT_DRAWS wirings all had more."""
+    for _ in range(SINGLE_OUTPUT_DRAWS if single_output else 1):
+        graph = _wire(ops, rng, topology, dtype, single_output)
+        if not single_output or len(graph.outputs) == 1:
+            return graph
+    return None
+
+
+def _wire(ops: list[Operator], rng: random.Random, topology: str, dtype: str, single_output: bool) -> Graph:
     from generator_core.ops.layout import RESHAPE  # the rank adapter, not a registered op
 
-    b = Builder(rng, topology, dtype)
+    b = Builder(rng, topology, dtype, single_output)
     produced: list[Tensor] = []
     for i, op in enumerate(ops):
         want = set(ops[i + 1].input_ranks) if i + 1 < len(ops) else None
@@ -209,7 +228,7 @@ def _room(t: Tensor) -> int:
 
 def _pick_input(b: Builder, op: Operator, produced: list[Tensor]) -> Tensor | None:
     newest = produced[-1]
-    if b.topology == "chain":
+    if b.topology == "chain" or b.single_output:
         return newest if usable(op, newest) else None
     older = [t for t in produced[:-1] if usable(op, t)]
     if op.flops_per_element_bound and older:

@@ -41,11 +41,28 @@ def weight_bound(t, shape: list[int]) -> float:
     return float(f"{1 / math.sqrt(max(fan_in, 1)):.6g}")
 
 
-def input_line(t, name: str, shape: list[int], torch_dtype: str) -> str:
+def draw(t, shape: list[int], torch_dtype: str, device: str = "", size: str | None = None) -> str:
+    """The expression that makes graph input `t`: a weight as torch.nn initialises one, any
+    other input standard normal. `size` replaces the literal shape (a constructor argument)."""
+    size = size or str(shape)
     if t.is_weight:
         bound = weight_bound(t, shape)
-        return f"{name} = torch.empty({shape}, dtype={torch_dtype}).uniform_(-{bound}, {bound})"
-    return f"{name} = torch.randn({shape}, dtype={torch_dtype})"
+        return f"torch.empty({size}, dtype={torch_dtype}{device}).uniform_(-{bound}, {bound})"
+    return f"torch.randn({size}, dtype={torch_dtype}{device})"
+
+
+def input_line(t, name: str, shape: list[int], torch_dtype: str, device: str = "") -> str:
+    return f"{name} = {draw(t, shape, torch_dtype, device)}"
+
+
+# KernelBench's evaluator calls get_inputs() on the CPU, where drawing gigabytes of random
+# numbers takes seconds (6.8-12.3 s per call at the default window, seven calls a sample):
+# a KernelBench program draws its tensors on the current GPU when there is one, else on the
+# default device (the one a validator's `with torch.device(...)` picks).
+DEVICE_HELPER = (
+    "def device():\n"
+    "    return torch.cuda.current_device() if torch.cuda.is_available() else None\n"
+)
 
 
 def concrete(value: Any, values: dict[Var, int]) -> Any:
@@ -60,22 +77,29 @@ def render_program(graph: Graph, values: dict[Var, int], dtype: str, fmt: str) -
     def shape(t) -> list[int]:
         return [values[d] for d in t.dims]
 
-    input_lines = [input_line(t, names[id(t)], shape(t), torch_dtype) for t in graph.inputs]
+    # In KernelBench's format weights are the Model's parameters: its code reads them as
+    # `self.<name>`; the steps (what validation replays) keep plain names.
+    in_code = {k: (f"self.{v}" if fmt == "kernelbench" and t.is_weight else v)
+               for t in graph.inputs for k, v in [(id(t), names[id(t)])]}
     body, steps, nodes_json = [], [], []
     for node in graph.nodes:
         ctx = _context(node, names, values, torch_dtype, shape)
         steps.append(node.op.render(ctx))
-        body.append(f"{names[id(node.output)]} = {steps[-1]}")
+        code_ctx = _context(node, names | in_code, values, torch_dtype, shape)
+        body.append(f"{names[id(node.output)]} = {node.op.render(code_ctx)}")
         nodes_json.append({"op": node.op.name, "inputs": ctx.args, "output": names[id(node.output)],
                            "shape": ctx.out_shape, "params": ctx.params})
-    inputs = [names[id(t)] for t in graph.inputs]
     outputs = [names[id(t)] for t in graph.outputs]
     graph_json = {
         "inputs": [{"name": names[id(t)], "shape": shape(t), "weight": t.is_weight} for t in graph.inputs],
         "nodes": nodes_json,
         "outputs": outputs,
     }
-    code = (_kernelbench if fmt == "kernelbench" else _fused_operator)(input_lines, body, inputs, outputs)
+    if fmt == "kernelbench":
+        code = _kernelbench(graph, names, shape, torch_dtype, body, outputs)
+    else:
+        input_lines = [input_line(t, names[id(t)], shape(t), torch_dtype) for t in graph.inputs]
+        code = _fused_operator(input_lines, body, [names[id(t)] for t in graph.inputs], outputs)
     if dtype == "float32" and any(node.op.family == "conv" for node in graph.nodes):
         head, rest = code.split("\n\n\n", 1)
         code = f"{head}\n\n{PIN_FULL_FLOAT32}\n\n\n{rest}"
@@ -108,21 +132,34 @@ def _fused_operator(input_lines, body, inputs, outputs) -> str:
     )
 
 
-def _kernelbench(input_lines, body, inputs, outputs) -> str:
-    result = outputs[0] if len(outputs) == 1 else f"({', '.join(outputs)},)"
+def _kernelbench(graph: Graph, names, shape, torch_dtype: str, body: list[str], outputs: list[str]) -> str:
+    """KernelBench's layout, which its evaluator runs unmodified: `Model(*get_init_inputs())`
+    holds the weights as parameters (created from their shapes, after the evaluator's seed),
+    `forward(*get_inputs())` returns the one output (wiring gives this format one sink)."""
+    if len(outputs) != 1:
+        raise ValueError(f"kernelbench format: a program needs exactly one output, this graph has {len(outputs)}")
+    weights = [t for t in graph.inputs if t.is_weight]
+    activations = [t for t in graph.inputs if not t.is_weight]
+    arguments = [f"{names[id(t)]}_shape" for t in weights]
+    on_device = ", device=device()"
+    params = [f"self.{names[id(t)]} = nn.Parameter({draw(t, shape(t), torch_dtype, on_device, size=arg)}, "
+              "requires_grad=False)" for t, arg in zip(weights, arguments)]
     return (
         "import torch\nimport torch.nn as nn\n\n\n"
+        f"{DEVICE_HELPER}\n\n"
         "class Model(nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n\n"
-        f"    def forward(self, {', '.join(inputs)}):\n"
+        f"    def __init__(self{''.join(', ' + a for a in arguments)}):\n"
+        "        super().__init__()\n"
+        + (f"{_indent(params, 8)}\n" if params else "")
+        + "\n"
+        f"    def forward(self, {', '.join(names[id(t)] for t in activations)}):\n"
         f"{_indent(body, 8)}\n"
-        f"        return {result}\n\n\n"
+        f"        return {outputs[0]}\n\n\n"
         "def get_inputs():\n"
-        f"{_indent(input_lines, 4)}\n"
-        f"    return [{', '.join(inputs)}]\n\n\n"
+        f"{_indent([input_line(t, names[id(t)], shape(t), torch_dtype, on_device) for t in activations], 4)}\n"
+        f"    return [{', '.join(names[id(t)] for t in activations)}]\n\n\n"
         "def get_init_inputs():\n"
-        "    return []\n"
+        f"    return [{', '.join(str(shape(t)) for t in weights)}]\n"
     )
 
 

@@ -12,9 +12,11 @@ with another thread count, which would change the recorded output statistics).
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -65,12 +67,6 @@ def resolve_device(device: str) -> str:
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ValueError(f"device: expected cpu, cuda or auto, got {device!r}")
     return device
-
-
-def _entry_point(namespace: dict, fmt: str):
-    if fmt == "kernelbench":
-        return namespace["Model"]()
-    return namespace["fused_operator"]
 
 
 def _round(x: float) -> float:
@@ -177,18 +173,55 @@ def _reproducible_cpu_kernels(device: str, dtype: str):
         torch.backends.mkldnn.enabled = saved
 
 
-def load_program(code: str, fmt: str):
-    """(get_inputs, the callable to time or run) of rendered code."""
-    namespace: dict = {}
-    exec(compile(code, "<tcgen-sample>", "exec"), namespace)  # our own rendered code, never client text
-    return namespace["get_inputs"], _entry_point(namespace, fmt)
+@dataclass
+class Instance:
+    """A loaded program made ready for one input seed."""
+
+    program: Callable  # fused_operator, or the KernelBench Model
+    inputs: list[torch.Tensor]  # get_inputs(): what the program is called with
+    weights: dict[str, torch.Tensor]  # the Model's parameters by name (graph inputs get_inputs() leaves out)
+
+    @property
+    def tensors(self) -> list[torch.Tensor]:
+        """Every graph input: what a trivial answer may return."""
+        return self.inputs + list(self.weights.values())
+
+    def widened(self) -> Instance:
+        """The same program and values in float64 (the truth a candidate is measured against)."""
+        program = copy.deepcopy(self.program).double() if self.weights else self.program
+        return Instance(program, [x.double() for x in self.inputs], {k: w.double() for k, w in self.weights.items()})
 
 
-def make_inputs(get_inputs, device: str, seed: int) -> list[torch.Tensor]:
-    """The program's inputs, made on `device` from `seed` (call inside fork_rng)."""
-    torch.manual_seed(seed)
-    with torch.device(device):
-        return get_inputs()
+class LoadedProgram:
+    """Rendered code, executed once: makes an Instance per input seed, as the grading
+    contract says (torch.manual_seed(seed); in KernelBench's format Model(*get_init_inputs());
+    then get_inputs(), all on the device)."""
+
+    def __init__(self, code: str, fmt: str):
+        self.fmt, self.namespace = fmt, {}
+        exec(compile(code, "<tcgen-sample>", "exec"), self.namespace)  # our own rendered code, never client text
+        if fmt == "kernelbench" and "Model" not in self.namespace:
+            raise NameError("KernelBench format: the code defines no Model")
+        if fmt != "kernelbench" and "fused_operator" not in self.namespace:
+            raise NameError("fused_operator format: the code defines no fused_operator")
+
+    def instantiate(self, device: str, seed: int) -> Instance:
+        """Call inside fork_rng. A program may draw on the current CUDA device by itself
+        (KernelBench's, so that KernelBench's CPU-side get_inputs() is cheap): that device
+        is `device` here, and anything made elsewhere is moved to it."""
+        torch.manual_seed(seed)
+        with torch.device(device), (torch.cuda.device(device) if device.startswith("cuda") else
+                                    contextlib.nullcontext()):
+            program, weights = self.namespace.get("fused_operator"), {}
+            if self.fmt == "kernelbench":
+                program = self.namespace["Model"](*self.namespace.get("get_init_inputs", list)()).to(device)
+                weights = dict(program.named_parameters())
+            inputs = [x.to(device) for x in self.namespace["get_inputs"]()]
+        return Instance(program, inputs, weights)
+
+
+def load_program(code: str, fmt: str) -> LoadedProgram:
+    return LoadedProgram(code, fmt)
 
 
 def validate_program(code: str, expected_shapes: list[list[int]], *, fmt: str, device: str, seed: int,
@@ -207,18 +240,18 @@ def validate_program(code: str, expected_shapes: list[list[int]], *, fmt: str, d
     clock = Clock(device)
     try:
         with grading.grader_flags(), execution_scope(device), _reproducible_cpu_kernels(device, dtype):
-            get_inputs, program = load_program(code, fmt)  # may pin its own precision flags
+            loaded = load_program(code, fmt)  # may pin its own precision flags
             precision = grading.precision_flags()
             for k, input_seed in enumerate(seeds):
                 clock.mark("start")
-                inputs = make_inputs(get_inputs, device, input_seed)
+                instance = loaded.instantiate(device, input_seed)
                 clock.mark("inputs")
-                env = replay.run(inputs) if replay else None
-                outputs = [env[o] for o in replay.outputs] if replay else _as_list(program(*inputs))
+                env = replay.run(replay.named(instance.inputs, instance.weights)) if replay else None
+                outputs = [env[o] for o in replay.outputs] if replay else _as_list(instance.program(*instance.inputs))
                 clock.mark("program")
                 reason, seed_stats, extremes = _judge(outputs, expected_shapes)
                 if reason is None:
-                    reason = _grade(outputs, extremes, inputs, env, replay, program, dtype)
+                    reason = _grade(outputs, extremes, instance, env, replay, dtype)
                 clock.mark("check")
                 if timings is not None and k == 0:
                     timings.update(clock.spans())
@@ -227,7 +260,7 @@ def validate_program(code: str, expected_shapes: list[list[int]], *, fmt: str, d
                     break
                 if k == 0:
                     stats, contract = seed_stats, grading.contract(dtype, seeds, outputs, precision)
-                del env, outputs, inputs
+                del env, outputs, instance
                 clock = Clock(device)
     except Exception as exc:  # any failure of a generated program is a rejection, not a crash...
         fault = as_device_fault(exc)
@@ -244,20 +277,20 @@ def _as_list(result) -> list[torch.Tensor]:
     return list(result) if isinstance(result, (list, tuple)) else [result]
 
 
-def _grade(outputs, extremes: Extremes, inputs, env, replay, program, dtype: str) -> str | None:
+def _grade(outputs, extremes: Extremes, instance: Instance, env, replay, dtype: str) -> str | None:
     """The grading rules on one input seed's outputs. Padding is checked on every seed: a
     node can matter on one seed only (a ReLU of mostly positive values), and a grader's
     seeds are others."""
-    reason = grading.trivial_answers(outputs, inputs, extremes)
+    reason = grading.trivial_answers(outputs, instance.tensors, extremes)
     if reason is None and replay is not None:
         reason = grading.removable(replay, env)
     if reason is not None:
         return reason
-    wide = [x.double() for x in inputs]
+    wide = instance.widened()
     with _any_algorithms():
         if replay is None:
-            return grading.numerics(outputs, _as_list(program(*wide)), dtype)
-        env64 = replay.run(wide)  # float64 replay of every node: truth for outputs and index nodes
+            return grading.numerics(outputs, _as_list(wide.program(*wide.inputs)), dtype)
+        env64 = replay.run(replay.named(wide.inputs, wide.weights))  # float64 replay of every node: truth for outputs and index nodes
     truth = [env64[o] for o in replay.outputs]
     return grading.numerics(outputs, truth, dtype) or grading.ties(replay.nodes, env, env64, dtype, replay.input_names)
 

@@ -19,6 +19,9 @@ CASES = {
     "kernelbench_level2_seed3_index4": (dict(level=2, seed=3, format="kernelbench"), 4),
     # weights drawn like torch.nn's, and the full-float32 pin of a program with a convolution
     "conv_relu_matmul_seed1": (dict(op_sequence=["Conv2d", "ReLU", "Matmul"], seed=1), 0),
+    # KernelBench's layout with weights: nn.Parameters made in __init__ from get_init_inputs()
+    "kernelbench_conv_relu_matmul_seed1": (dict(op_sequence=["Conv2d", "ReLU", "Matmul"], seed=1,
+                                                format="kernelbench"), 0),
 }
 
 
@@ -50,10 +53,25 @@ def test_golden_program_runs(name):
 
 
 def test_same_graph_renders_in_both_formats():
-    """The fused_operator and kernelbench renderings of one (spec, index) share graph, id and body."""
-    fused = generate(spec(level=2, seed=3, validate=False), 4)
-    bench = generate(spec(level=2, seed=3, validate=False, format="kernelbench"), 4)
+    """A chain has one sink, so its fused_operator and kernelbench renderings share graph, id and
+    body; in KernelBench's format the weights are the Model's parameters."""
+    fields = dict(op_sequence=["Conv2d", "ReLU", "Matmul"], seed=1, topology="chain", validate=False)
+    fused = generate(spec(**fields), 0)
+    bench = generate(spec(format="kernelbench", **fields), 0)
     assert fused.graph == bench.graph and fused.id == bench.id
-    assert "class Model(nn.Module)" in bench.pytorch and "def get_init_inputs():" in bench.pytorch
+    weights = [t["name"] for t in bench.graph["inputs"] if t["weight"]]
+    assert weights and "class Model(nn.Module)" in bench.pytorch
+    for name in weights:
+        assert f"self.{name} = nn.Parameter(" in bench.pytorch and f"{name} = torch.empty" not in bench.pytorch
     for node in fused.graph["nodes"]:
         assert f"{node['output']} = " in bench.pytorch
+
+
+@pytest.mark.parametrize("level", [2, 3, 4])
+def test_kernelbench_programs_have_one_output(level):
+    """KernelBench's evaluator compares `output.shape`: a program in its format returns one
+    tensor, at every level (the DAG wiring of the same index often has several sinks)."""
+    for index in range(6):
+        sample = generate(spec(level=level, seed=7, format="kernelbench", validate=False), index)
+        assert len(sample.output_shapes) == 1 and sample.graph["outputs"] == [sample.graph["nodes"][-1]["output"]]
+        assert run_program(sample.pytorch, "kernelbench")[0].shape == tuple(sample.output_shapes[0])

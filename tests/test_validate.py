@@ -68,7 +68,7 @@ def test_kernelbench_format_runs_via_model():
 def test_kernelbench_code_without_model_is_rejected():
     """fused_operator code validated as kernelbench fails cleanly (no Model), not with a crash."""
     verdict = check(GOOD, fmt="kernelbench")
-    assert not verdict.validation.passed and "KeyError" in verdict.reason
+    assert not verdict.validation.passed and "defines no Model" in verdict.reason
 
 
 def test_validation_leaves_global_rng_untouched():

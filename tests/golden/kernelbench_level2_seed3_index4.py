@@ -2,20 +2,24 @@ import torch
 import torch.nn as nn
 
 
+def device():
+    return torch.cuda.current_device() if torch.cuda.is_available() else None
+
+
 class Model(nn.Module):
     def __init__(self):
         super().__init__()
 
     def forward(self, tensor_0, tensor_1):
-        tensor_2 = torch.nn.functional.hardsigmoid(tensor_0)
-        tensor_3 = torch.tril(tensor_2, diagonal=-1)
-        tensor_4 = torch.argmin(tensor_1, dim=0, keepdim=False)
-        return (tensor_3, tensor_4,)
+        tensor_2 = torch.transpose(tensor_0, 1, 3)
+        tensor_3 = torch.minimum(tensor_2, tensor_1)
+        tensor_4 = torch.nn.functional.group_norm(tensor_3, 4)
+        return tensor_4
 
 
 def get_inputs():
-    tensor_0 = torch.randn([2, 1, 1, 512, 512], dtype=torch.float32)
-    tensor_1 = torch.randn([14, 3, 16], dtype=torch.float32)
+    tensor_0 = torch.randn([2, 241, 1, 512, 1], dtype=torch.float32, device=device())
+    tensor_1 = torch.randn([2, 512, 1, 241, 1], dtype=torch.float32, device=device())
     return [tensor_0, tensor_1]
 
 
