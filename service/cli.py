@@ -79,47 +79,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resume_point(path: str, spec: GenerationSpec) -> int:
-    """Position k (index start_index + k) to continue `path` from: after the index of its
-    last whole line. A trailing partial line (an interrupted write) is dropped; a file
-    written for another spec is refused rather than mixed."""
-    if not os.path.exists(path):
-        return 0
-    with open(path, "rb+") as f:
-        data = f.read()
-        keep = data.rfind(b"\n") + 1
-        if keep != len(data):
-            f.truncate(keep)
-    lines = data[:keep].splitlines()
-    if not lines:
-        return 0
-    try:
-        last = json.loads(lines[-1])
-        index, level, seed, dtype = last["index"], last["level"], last["seed"], last["dtype"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"output_file: {path} does not end with a tcgen sample line ({exc})") from None
-    if (level, seed, dtype) != (spec.difficulty, spec.seed, spec.dtype) or index < spec.start_index:
-        raise ValueError(f"output_file: {path} was written for level {level}, seed {seed}, dtype {dtype}, "
-                         f"index {index}; this run asks for level {spec.difficulty}, seed {spec.seed}, "
-                         f"dtype {spec.dtype} from index {spec.start_index}")
-    return index + 1 - spec.start_index
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     from service.engine import Engine
+    from service.output import OUTPUTS
     from service.progress import ProgressReporter
 
     spec = _spec(args, count=args.target_count, start_index=args.start_idx, format=args.format)
-    done = min(_resume_point(args.output_file, spec), spec.count) if args.resume else 0
-    if not args.resume and os.path.exists(args.output_file) and os.path.getsize(args.output_file):
-        print(f"error: output_file: {args.output_file} exists; pass --resume to continue it", file=sys.stderr)
+    output = OUTPUTS[args.output_format](args.output_file)
+    if not args.resume and (existing := output.existing()):
+        print(f"error: output_file: {existing} exists; pass --resume to continue it", file=sys.stderr)
         return 2
+    done = min(output.resume(spec), spec.count) if args.resume else 0
     failed, relaxed, written = 0, 0, 0
     start = time.perf_counter()
     engine = Engine(solver_workers=args.num_workers, device=args.device, cpu_validation=args.cpu_validation,
                     backend=args.backend)
     stopped = _stop_on_signals(engine)
-    with engine, open(args.output_file, "a", encoding="utf-8") as out:
+    with engine, output:
         report = ProgressReporter(spec.count, done, engine.progress)
         try:
             indices = range(spec.start_index + done, spec.start_index + spec.count)
@@ -128,11 +104,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
                     failed += 1
                     print(f"warning: {outcome.error}", file=sys.stderr)
                 else:
-                    out.write(outcome.json + "\n")  # whole lines only
-                    out.flush()
+                    output.write(outcome.json)
                     written += 1
                     relaxed += outcome.relaxed
                 report.update()
+            if not stopped:
+                output.finish()
         finally:
             report.close()
     seconds = time.perf_counter() - start
@@ -193,9 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "format", default="json", choices=["json", "py", "kernelbench"])
     p.set_defaults(run=cmd_sample)
 
-    p = sub.add_parser("generate", help="write samples to a JSONL file")
+    p = sub.add_parser("generate", help="write samples to a JSONL or Parquet file")
     _spec_flags(p)
     _flag(p, "output_file", required=True)
+    _flag(p, "output_format", default="jsonl", choices=["jsonl", "parquet"],
+          help="jsonl: a line per sample; parquet: records in row groups (generator_core.arrow_schema())")
     _flag(p, "target_count", type=int, default=10000)
     _flag(p, "start_idx", type=int, default=0)
     _flag(p, "num_workers", type=int,
