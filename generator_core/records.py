@@ -6,7 +6,9 @@ their type, and the free-form or nullable fields (sample.JSON_TEXT_FIELDS) are s
 JSON text. No column can be null or an empty-only list, so a reader that infers the
 types from the first rows (pyarrow.json, Hugging Face `datasets`) infers these. Shapes
 are never empty: no operator makes a rank-0 tensor (a reduction keeps one axis), so
-`input_shapes` and `output_shapes` are lists of non-empty lists.
+`input_shapes` and `output_shapes` are lists of non-empty lists. No string looks like a
+date (pyarrow.json would infer a timestamp from "2024-01-01"): ids are hex digits, JSON
+text starts with [, { or null.
 """
 from __future__ import annotations
 

@@ -7,6 +7,9 @@ workers). Only needs httpx.
         for sample in tc.iter_results(job["id"]):
             ...
 
+Samples come as records (dicts; README "Records"): `rejected`, `graph`, `validation`,
+`grading` and `baseline` are JSON text; generator_core.Sample.model_validate(record) types them.
+
 429 and 503 answers are retried after their Retry-After (a bounded number of times);
 any other 4xx/5xx raises TcgenError carrying the server's `detail`.
 """

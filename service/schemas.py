@@ -77,7 +77,8 @@ class FailedIndex(BaseModel):
 
 class SampleBatch(BaseModel):
     """The body of POST /v1/samples and of a page of job results (samples are Sample
-    objects, see `tcgen sample`; kept as the engine wrote them)."""
+    records, see `tcgen sample`: rejected, graph, validation, grading and baseline as JSON
+    text; kept as the engine wrote them)."""
 
     model_config = ConfigDict(extra="allow")
     seed: int | None = None
