@@ -141,6 +141,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grade(args: argparse.Namespace) -> int:
+    """Grade a candidate against one sample: exit 0 correct, 1 incorrect, 2 bad input or
+    no verdict (the reference failed here)."""
+    from generator_core.grade import grade, select_sample
+
+    sample = select_sample(args.samples, index=args.index, sample_id=args.id)
+    try:
+        with open(args.candidate, encoding="utf-8") as f:
+            source = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"candidate: cannot read {args.candidate} ({exc})") from None
+    result = grade(sample, source, device=args.device, compile=args.compile, timeout_s=args.timeout_s,
+                   memory_limit_bytes=args.memory_limit_bytes, measure_speed=not args.no_speed, runs=args.runs)
+    print(result.model_dump_json(indent=2) if args.json else result.summary())
+    return 0 if result.correct else 1 if result.graded else 2
+
+
 def _stop_on_signals(engine) -> list[str]:
     """SIGINT / SIGTERM: stop handing out work and finish whole lines; a second Ctrl-C
     interrupts at once. Returns a list that receives the signal's name."""
@@ -198,6 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "backend", choices=list(BACKENDS), help="local, ray or auto (default local, TCGEN_BACKEND; "
                                                      "Ray joins RAY_ADDRESS)")
     p.set_defaults(run=cmd_serve)
+
+    p = sub.add_parser("grade", help="grade a candidate implementation against a sample (a child process)")
+    _flag(p, "samples", required=True, help="a tcgen JSONL or Parquet file")
+    _flag(p, "index", type=int, help="the sample with this index (default: the file's only sample)")
+    _flag(p, "id", help="the sample with this id")
+    _flag(p, "candidate", required=True, help="Python source defining ModelNew (or fused_operator)")
+    _flag(p, "device", default="auto", help="cpu, cuda, cuda:N or auto")
+    _flag(p, "compile", action="store_true", help="also time torch.compile's reference")
+    _flag(p, "timeout_s", type=float, default=300.0, help="wall-clock limit of the candidate's process")
+    _flag(p, "memory_limit_bytes", type=int,
+          help="CPU: the process's address space; CUDA: GPU memory (default 3x the sample's bytes + 4 GiB)")
+    _flag(p, "runs", type=int, default=20, help="timed runs of each side (median)")
+    _flag(p, "no_speed", action="store_true", help="skip timing")
+    _flag(p, "json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=cmd_grade)
     return parser
 
 

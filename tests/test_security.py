@@ -393,7 +393,7 @@ RISKY = {"eval", "exec", "compile", "__import__", "breakpoint", "os.system", "os
          "yaml.load", "yaml.unsafe_load", "yaml.full_load", "yaml.load_all", "yaml.unsafe_load_all", "torch.load",
          "numpy.load", "importlib.import_module", "importlib.__import__", "runpy.run_path", "runpy.run_module",
          "code.interact", "asyncio.create_subprocess_shell", "asyncio.create_subprocess_exec",
-         "ctypes.CDLL", "ctypes.cdll.LoadLibrary", "ctypes.PyDLL"}
+         "ctypes.CDLL", "ctypes.cdll.LoadLibrary", "ctypes.PyDLL", "importlib.util.spec_from_file_location"}
 RISKY_PREFIXES = ("subprocess.", "os.exec", "os.spawn")
 SQL_CALLS = {"execute", "executemany", "executescript"}  # flagged unless the SQL is a literal or a module constant
 ALLOWED = {
@@ -405,6 +405,13 @@ ALLOWED = {
         "compiles the node expressions render.py wrote for that same program (Candidate.steps), never client text",
     ("generator_core/grading.py", "Replay.run", "eval"):
         "evaluates those expressions on the program's tensors, with only torch in scope",
+    ("generator_core/grade.py", "_Child.__init__", "subprocess.Popen"):
+        "a fixed argv list (sys.executable, the grade_worker.py path, a temporary folder), no shell; started "
+        "by grade() (tcgen grade, the verl reward function), which no module of service/ but cli.py names "
+        "(test_the_service_never_reaches_the_grader)",
+    ("generator_core/grade_worker.py", "_load_module", "importlib.util.spec_from_file_location"):
+        "the grader's child loads the sample's program and the candidate of grade()'s caller (tcgen grade, the "
+        "verl reward function) in its own process, with a time and memory limit; never reached from the service",
     ("service/local_server.py", "LocalServer.start", "subprocess.Popen"):
         "a fixed argv list (sys.executable -m service.cli serve, ints and a path from the test), no shell",
     ("service/engine/workers.py", "_release_memory", "ctypes.CDLL"): "the constant 'libc.so.6', for malloc_trim",
@@ -486,6 +493,22 @@ def test_no_eval_exec_shell_or_unpickling_outside_the_allow_list():
     assert isinstance(popen.args[0], ast.List)
     cdll = found[("service/engine/workers.py", "_release_memory", "ctypes.CDLL")]
     assert isinstance(cdll.args[0], ast.Constant)
+
+
+def test_the_service_never_reaches_the_grader():
+    """The grader runs candidate source (its caller's, in a child process); the REST
+    service must not: no module of service/ but the command line names it."""
+    grader = {"grade", "grade_worker", "verl", "GradingTask", "compute_score", "export_verl", "select_sample"}
+    for path in sorted((ROOT / "service").rglob("*.py")):
+        if path.name == "cli.py":
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        names |= {a.name.split(".")[-1] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                  for a in n.names}
+        names |= {n.module.split(".")[-1] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not names & grader, (path, names & grader)
 
 
 def test_sql_sees_client_text_only_as_bound_values(settled):
