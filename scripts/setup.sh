@@ -8,3 +8,6 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -c requirements.lock -e '.[test,ray]'  # the locked versions (scripts/lock.sh)
+# verl without its training stack (vLLM, wandb, ...): tests/test_verl.py reads exports with its
+# RLHFDataset, whose imports the test extra holds.
+.venv/bin/python -m pip install -q -c requirements.lock --no-deps verl==0.9.1

@@ -158,6 +158,14 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return 0 if result.correct else 1 if result.graded else 2
 
 
+def cmd_export_verl(args: argparse.Namespace) -> int:
+    from generator_core.verl import export_verl
+
+    rows = export_verl(args.input, args.output, split=args.split)
+    print(f"wrote {rows} rows to {args.output}", file=sys.stderr)
+    return 0
+
+
 def _stop_on_signals(engine) -> list[str]:
     """SIGINT / SIGTERM: stop handing out work and finish whole lines; a second Ctrl-C
     interrupts at once. Returns a list that receives the signal's name."""
@@ -230,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "no_speed", action="store_true", help="skip timing")
     _flag(p, "json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=cmd_grade)
+
+    p = sub.add_parser("export-verl", help="kernelbench-format samples as a verl RL dataset (Parquet)")
+    _flag(p, "input", nargs="+", required=True, help="tcgen JSONL or Parquet files")
+    _flag(p, "output", required=True, help="the Parquet file to write")
+    _flag(p, "split", default="train", help="recorded in extra_info")
+    p.set_defaults(run=cmd_export_verl)
     return parser
 
 
