@@ -23,7 +23,7 @@ import torch
 
 from generator_core import Sample
 from generator_core.baseline import _sync
-from generator_core.validate import Clock, execution_scope, load_program, make_inputs
+from generator_core.validate import Clock, execution_scope, load_program
 
 SLOW_S = 0.2  # a node slower than this is timed once per setting, not three times
 
@@ -71,11 +71,12 @@ def _time(code, namespace: dict, device: str) -> float:
 def node_rows(line: str, device: str, hw: dict) -> list[dict]:
     """One row per node: its op, time under each setting, and floor."""
     s = Sample.model_validate_json(line).model_dump()
-    get_inputs, _ = load_program(s["pytorch"], s["format"])
+    loaded = load_program(s["pytorch"], s["format"])
     rows = []
     with execution_scope(device):
-        inputs = make_inputs(get_inputs, device, 0)
-        namespace = {"torch": torch, **{t["name"]: x for t, x in zip(s["graph"]["inputs"], inputs)}}
+        instance = loaded.instantiate(device, 0)
+        named = dict(zip([t["name"] for t in s["graph"]["inputs"] if t["name"] not in instance.weights], instance.inputs))
+        namespace = {"torch": torch, **named, **instance.weights}
         for stmt, node, flops in zip(statements(s["pytorch"]), s["graph"]["nodes"], s["flops_by_op"]):
             code = compile(stmt, "<tcgen-node>", "exec")
             times = {}

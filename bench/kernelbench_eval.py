@@ -10,8 +10,9 @@ problem (`load_original_model_and_inputs`), seed and build both models (`set_see
 
     python -m bench.kernelbench_eval --kernelbench KB --levels 1 2 3 4 --count 30 --seed 14 [--compile]
 
-KB is a KernelBench checkout (a directory with src/kernelbench) or its git directory (read
-with `git archive`; no work tree needed). KernelBench's package imports LLM client libraries
+KB is a KernelBench checkout (a directory with src/kernelbench, and a COMMIT file naming the
+commit where it is an export rather than a git work tree) or its git directory (read with
+`git archive`; no work tree needed). KernelBench's package imports LLM client libraries
 (openai, litellm: 81 MB of wheels) that evaluation never calls; where they are not installed
 an empty module stands in for each, so that the evaluator's module imports as published.
 """
@@ -61,7 +62,9 @@ def compiled_candidate(reference: str) -> str:
 def source_tree(kernelbench: str) -> tuple[Path, str]:
     """(the directory holding the `kernelbench` package, the evaluator's commit)."""
     path = Path(kernelbench)
-    if (path / "src" / "kernelbench" / "eval.py").exists():
+    if (path / "src" / "kernelbench" / "eval.py").exists():  # a checkout, or an export with a COMMIT file
+        if (path / "COMMIT").exists():
+            return path / "src", (path / "COMMIT").read_text().strip()
         commit = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True)
         return path / "src", commit.stdout.strip() or "unknown (not a git checkout)"
     git = ["git", f"--git-dir={path}"]
@@ -133,8 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="also grade a torch.compile candidate")
     p.add_argument("--min_flops", type=int, default=2**34)
     p.add_argument("--max_flops", type=int, default=2**35)
-    p.add_argument("--out", help="write the per-sample results here (JSON)")
+    p.add_argument("--start_index", type=int, default=0)
+    p.add_argument("--out", help="append one JSON line per sample here, as each finishes")
+    p.add_argument("--summarize", nargs="+", metavar="ROWS", help="only summarise these --out files")
     args = p.parse_args(argv)
+    if args.summarize:
+        rows = [json.loads(line) for f in args.summarize for line in Path(f).read_text().splitlines()]
+        print(json.dumps(summarise(rows), indent=1))
+        return 0
 
     kb, commit = load_evaluator(args.kernelbench)
     cuda = torch.cuda.is_available()
@@ -145,11 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         spec = GenerationSpec(level=level, seed=args.seed, count=args.count, dtype=args.dtype, format="kernelbench",
                               min_flops=args.min_flops, max_flops=args.max_flops,
                               max_total_bytes=(16 if cuda else 1) * 2**30)
-        for index in range(args.count):
+        for index in range(args.start_index, args.start_index + args.count):
             try:
                 sample = generate(spec, index, device=device)
             except GenerationError as err:
-                rows.append({"level": level, "index": index, "given_up": str(err)[:200]})
+                row = {"level": level, "index": index, "dtype": args.dtype, "given_up": str(err)[:200]}
+                rows.append(row)
+                if args.out:
+                    with open(args.out, "a") as out:
+                        out.write(json.dumps(row) + "\n")
                 continue
             row = {"level": level, "index": index, "ops": sample.ops, "bytes": sample.bytes}
             candidates = {"identical": identical_candidate(sample.pytorch)}
@@ -164,21 +177,30 @@ def main(argv: list[str] | None = None) -> int:
                     row[name] = {"correctness": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
                 row[name]["seconds"] = round(time.perf_counter() - started, 2)
                 torch._dynamo.reset()
+            row |= {"commit": commit, "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+                    "torch": torch.__version__, "dtype": args.dtype, "seed": args.seed,
+                    "window": [args.min_flops, args.max_flops]}
             rows.append(row)
             print(json.dumps(row)[:300], flush=True)
-    summary = {"evaluator": "ScalingIntelligence/KernelBench src/kernelbench/eval.py", "commit": commit,
-               "device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__,
-               "dtype": args.dtype, "seed": args.seed, "window": [args.min_flops, args.max_flops], "by_level": {}}
-    for level in args.levels:
-        mine = [r for r in rows if r["level"] == level]
+            if args.out:
+                with open(args.out, "a") as out:
+                    out.write(json.dumps(row) + "\n")
+    print(json.dumps(summarise(rows), indent=1))
+    return 0
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Pass counts per (dtype, level), and what produced them."""
+    summary = {"evaluator": "ScalingIntelligence/KernelBench src/kernelbench/eval.py",
+               "commits": sorted({r["commit"] for r in rows if "commit" in r}),
+               "devices": sorted({r["device"] for r in rows if "device" in r}), "by_level": {}}
+    for key in sorted({(r.get("dtype", "?"), r["level"]) for r in rows}):
+        mine = [r for r in rows if (r.get("dtype", "?"), r["level"]) == key]
         done = [r for r in mine if "given_up" not in r]
-        summary["by_level"][level] = {"samples": len(done), "given_up": len(mine) - len(done)} | {
+        summary["by_level"][f"{key[0]} level {key[1]}"] = {"samples": len(done), "given_up": len(mine) - len(done)} | {
             f"{name}_pass": sum(r[name]["correctness"] for r in done if name in r)
             for name in ("identical", "compiled") if any(name in r for r in done)}
-    print(json.dumps(summary, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
-    return 0
+    return summary
 
 
 if __name__ == "__main__":
