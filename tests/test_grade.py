@@ -9,6 +9,7 @@ import json
 import psutil
 import pytest
 
+from bench.grade_candidates import CANDIDATES, HEAD
 from generator_core import GenerationSpec, generate
 from generator_core.grade import GradeInputError, GradingTask, grade
 from helpers import HI, LO
@@ -18,8 +19,6 @@ WINDOW = {"min_flops": LO, "max_flops": HI, "max_total_bytes": 2**26}
 # A kernelbench sample with a weight (a Model parameter built from get_init_inputs()) and a
 # fused_operator sample with two outputs, one of an input's shape.
 KB_OPS, FUSED_OPS = ["Conv2d", "Tanh", "Sum"], ["Matmul", "Tanh", "Mul"]
-HEAD = ("import torch\nimport torch.nn as nn\n\n\nclass ModelNew(nn.Module):\n    def __init__(self, *args):\n"
-        "        super().__init__()\n\n    def forward(self, *xs):\n")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +33,7 @@ def fused():
 
 def _own(sample) -> str:
     """The sample's own program as a candidate."""
-    return sample.pytorch.replace("class Model(", "class ModelNew(") if sample.format == "kernelbench" else sample.pytorch
+    return CANDIDATES["own"][0](sample) if sample.format == "kernelbench" else sample.pytorch
 
 
 @pytest.fixture(autouse=True)
@@ -57,13 +56,8 @@ def test_the_samples_own_program_is_correct(fmt, kb, fused):
 
 
 def test_a_torch_compile_candidate_is_correct(kb):
-    """ModelNew whose forward calls a torch.compile'd function (Inductor's C++ on the CPU)."""
-    forward = kb.pytorch.split("    def forward(self, tensor_0):\n")[1].split("\n\n\n")[0]
-    body = "\n".join(line[4:] for line in forward.splitlines()).replace("self.tensor_1", "weight")
-    source = _own(kb).replace("    def forward(self, tensor_0):\n" + forward,
-                              "    def forward(self, tensor_0):\n        return fused(tensor_0, self.tensor_1)")
-    source += f"\n\n@torch.compile(dynamic=False)\ndef fused(tensor_0, weight):\n{body}\n"
-    result = grade(kb, source, device="cpu", measure_speed=False)
+    """ModelNew whose forward calls torch.compile's Model.forward (Inductor's C++ on the CPU)."""
+    result = grade(kb, CANDIDATES["torch.compile"][0](kb), device="cpu", measure_speed=False)
     assert result.correct, result.reason
     assert 0 < result.max_error <= kb.grading.atol or result.max_error == 0.0
     assert result.speedup is None and result.reference_ms is None  # not measured
@@ -75,33 +69,26 @@ def _incorrect(sample, source: str, **options):
     return result
 
 
-@pytest.mark.parametrize("name, candidate, reason", [
-    ("zeros", lambda s: HEAD + f"        return torch.zeros({s.output_shapes[0]})\n", "wrong values: output 0"),
-    ("the mean", lambda s: _own(s).replace("        return tensor_4",
-                                           "        return torch.full_like(tensor_4, float(tensor_4.mean()))"),
-     "wrong values: output 0"),
-    ("an input", lambda s: HEAD + "        return xs[0]\n", "trivial answer: output 0 is input 0"),
-    ("a wrong operator", lambda s: _own(s).replace("torch.tanh(", "torch.sigmoid("), "wrong values: output 0"),
+FAILING = [(name, build, reason) for name, (build, reason, cuda_only) in CANDIDATES.items()
+           if reason is not None and not cuda_only and name != "an infinite loop"]
+
+
+@pytest.mark.parametrize("name, build, reason", FAILING + [
     ("a wrong shape", lambda s: HEAD + f"        return torch.randn({s.output_shapes[0] + [2]})\n",
-     "shape mismatch: output 0"),
-    ("a raise", lambda s: HEAD + "        raise RuntimeError('boom')\n", "crashed: RuntimeError: boom (input seed #0)"),
-    ("os._exit", lambda s: HEAD + "        import os\n        os._exit(3)\n",
-     "crashed: exited with code 3 (running the candidate on input seed #0)"),
-    ("a segfault", lambda s: HEAD + "        import ctypes\n        ctypes.string_at(0)\n",
-     "crashed: killed by SIGSEGV"),
-    ("100 GiB", lambda s: HEAD + "        return torch.empty(100 * 2**30, dtype=torch.uint8)\n",
-     "memory limit: RuntimeError"),
-])
-def test_wrong_and_failing_candidates_are_incorrect_with_their_reason(kb, name, candidate, reason):
-    result = _incorrect(kb, candidate(kb))
+     "shape mismatch: output 0")], ids=[f[0] for f in FAILING] + ["a wrong shape"])
+def test_wrong_and_failing_candidates_are_incorrect_with_their_reason(kb, name, build, reason):
+    """zeros, the mean, an input, a wrong operator (Tanh -> Sigmoid), a raise, os._exit, a
+    segfault, a 100 GiB allocation: each a verdict with its reason."""
+    result = _incorrect(kb, build(kb))
     assert result.compiled
     assert result.reason.startswith(reason), (name, result.reason)
     if reason.startswith("wrong values"):
         assert result.max_error > kb.grading.atol and result.seeds[-1].passed is False
+    assert result.reason.endswith("input seed #0)") and "\n" not in result.reason
 
 
 def test_an_infinite_loop_times_out(kb):
-    result = _incorrect(kb, HEAD + "        while True:\n            pass\n", timeout_s=10)
+    result = _incorrect(kb, CANDIDATES["an infinite loop"][0](kb), timeout_s=10)
     assert result.reason == "timed out after 10 s (running the candidate on input seed #0)"
     assert 10 <= result.wall_s < 20
 

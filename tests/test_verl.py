@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from bench.grade_candidates import zeros as zeros_candidate
 from generator_core import GenerationSpec, generate
 from generator_core.grade import GradingTask
 from generator_core.verl import DATA_SOURCE, compute_score, last_code_block, prompt, score
@@ -130,9 +131,7 @@ def test_compute_score_through_verls_loader(exported):
     good = fn(data_source=DATA_SOURCE, solution_str=answer, ground_truth=truth, extra_info={"index": 0},
               device="cpu", timeout_s=120)
     assert good["correct"] == 1.0 and 1.0 <= good["score"] <= 2.0 and good["speedup"] > 0
-    zeros = ("```python\nimport torch\nimport torch.nn as nn\nclass ModelNew(nn.Module):\n"
-             "    def __init__(self, *a):\n        super().__init__()\n"
-             f"    def forward(self, x):\n        return torch.zeros({sample.output_shapes[0]})\n```")
+    zeros = f"```python\n{zeros_candidate(sample)}```"
     for answer, has_code, compiled in [("I cannot do that.", 0.0, 0.0), ("```python\ndef (:\n```", 1.0, 0.0),
                                        (zeros, 1.0, 1.0)]:
         bad = fn(DATA_SOURCE, answer, truth, None, device="cpu", timeout_s=120, measure_speed=False)
