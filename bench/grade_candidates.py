@@ -75,7 +75,9 @@ CANDIDATES: dict[str, tuple[Callable, str | None, bool]] = {
 LOOP_TIMEOUT_S = 30
 
 
-def run(samples, device: str, faults: int, runs: int) -> list[dict]:
+def run(samples, device: str, faults: int, runs: int, out: str | None = None) -> list[dict]:
+    """Every candidate on each sample (the failing ones on the first `faults` samples);
+    the rows so far are written to `out` after each (a run cut short keeps them)."""
     from generator_core.grade import grade
 
     rows = []
@@ -101,7 +103,16 @@ def run(samples, device: str, faults: int, runs: int) -> list[dict]:
                   + (f"  speedup {row['speedup']:.3g}" if row.get("speedup") else "")
                   + (f" (vs compiled {row['speedup_vs_compiled']:.3g})" if row.get("speedup_vs_compiled") else "")
                   + f"  [{row['seconds']} s]", flush=True)
+            if out:
+                save(out, device, rows)
     return rows
+
+
+def save(path: str, device: str, rows: list[dict]) -> dict:
+    result = {"device": device, "summary": summary(rows), "rows": rows}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    return result
 
 
 def summary(rows: list[dict]) -> dict:
@@ -147,13 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         samples = [generate(GenerationSpec(level=level, seed=args.seed, min_flops=args.min_flops,
                                            max_flops=args.max_flops, format="kernelbench"), index, device=device)
                    for level in args.levels for index in range(args.count)]
-    rows = run(samples, device, args.faults, args.runs)
-    result = {"device": device, "summary": summary(rows), "rows": rows}
-    print(json.dumps(result["summary"], indent=2))
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-    return 0 if result["summary"]["as_expected"] == len(rows) else 1
+    if device.startswith("cuda"):  # what validation cached here is the graders' to use
+        import torch
+
+        torch.cuda.empty_cache()
+    rows = run(samples, device, args.faults, args.runs, args.out)
+    totals = summary(rows)
+    print(json.dumps(totals, indent=2))
+    return 0 if totals["as_expected"] == len(rows) else 1
 
 
 if __name__ == "__main__":

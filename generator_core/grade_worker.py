@@ -163,15 +163,26 @@ def compare(ref: list, out: list, task: dict, inputs: list, views: list[set[int]
             if not torch.equal(c, r):
                 return f"wrong values: output {i} (compared exactly) differs in {int((c != r).sum())} elements", worst
             continue
-        r64, c64 = r.double(), c.double()
-        error = (c64 - r64).abs_()
-        bad = ~(error <= atol + rtol * r64.abs())  # NaN counts as wrong
-        top = float(error.nan_to_num(nan=float("inf")).max()) if error.numel() else 0.0
+        top, wrong = 0.0, 0
+        for r64, c64 in _chunks(r, c):
+            error = c64.sub_(r64).abs_()
+            wrong += int((~(error <= r64.abs_().mul_(rtol).add_(atol))).sum())  # NaN counts as wrong
+            top = max(top, float(error.nan_to_num_(nan=float("inf")).max()))
         worst = top if worst is None else max(worst, top)
-        if bool(bad.any()):
+        if wrong:
             return (f"wrong values: output {i}: max error {top:.3g} > atol {atol:g} + rtol {rtol:g} x |reference| "
-                    f"in {int(bad.sum())} of {bad.numel()} elements"), worst
+                    f"in {wrong} of {r.numel()} elements"), worst
     return None, worst
+
+
+CHUNK = 2**24  # elements compared at a time: float64 copies of whole outputs would need GiBs
+
+
+def _chunks(*tensors):
+    """Float64 copies of the same CHUNK-element slices of same-shaped tensors (flattened)."""
+    flat = [t.reshape(-1) for t in tensors]
+    for start in range(0, flat[0].numel(), CHUNK):
+        yield [f[start:start + CHUNK].double() for f in flat]
 
 
 def loose_guard(ref: list, inputs: list, task: dict) -> str | None:
@@ -183,19 +194,19 @@ def loose_guard(ref: list, inputs: list, task: dict) -> str | None:
 
     tol = task["grading"]["loose_tolerance"]
 
-    def passes(r64, other) -> bool:
-        return bool(((r64 - other).abs() <= tol + tol * r64.abs()).all())
+    def passes(r, other) -> bool:
+        """allclose(other, r, tol, tol), chunk by chunk (other: a tensor of r's shape, or a number)."""
+        pairs = _chunks(r, other) if isinstance(other, torch.Tensor) else ((r64, other) for (r64,) in _chunks(r))
+        return all(bool(((r64 - o).abs_() <= r64.abs().mul_(tol).add_(tol)).all()) for r64, o in pairs)
 
     for i, r in enumerate(ref):
         if not r.is_floating_point() or i in task["grading"]["exact_outputs"]:
             continue
-        r64 = r.double()
-        for name, other in (("zeros", torch.zeros((), dtype=torch.float64, device=r.device)),
-                            ("its mean", r64.mean())):
-            if passes(r64, other):
+        for name, other in (("zeros", 0.0), ("its mean", float(r.mean(dtype=torch.float64)))):
+            if passes(r, other):
                 return f"ungradeable here: {name} pass reference output {i} at loose_tolerance {tol:g}"
         for j, x in enumerate(inputs):
-            if isinstance(x, torch.Tensor) and x.shape == r.shape and passes(r64, x.double().to(r.device)):
+            if isinstance(x, torch.Tensor) and x.shape == r.shape and passes(r, x.to(r.device)):
                 return f"ungradeable here: input {j} passes reference output {i} at loose_tolerance {tol:g}"
     return None
 
@@ -248,10 +259,10 @@ def _setup(request: dict) -> None:
 
     device = torch.device(request["device"])
     if device.type == "cuda":
-        if device.index is not None:
-            torch.cuda.set_device(device)
-        total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, request["memory_limit_bytes"] / total), device)
+        index = torch.cuda.current_device() if device.index is None else device.index
+        torch.cuda.set_device(index)
+        total = torch.cuda.get_device_properties(index).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, request["memory_limit_bytes"] / total), index)
     if device.type == "cpu" and request["task"]["dtype"] != "float32":
         torch.backends.mkldnn.enabled = False  # as validation: oneDNN's half-type conv2d reads unwritten memory
     torch.set_grad_enabled(False)
@@ -283,6 +294,9 @@ def grade(request: dict, workdir: str, stage: Stage) -> dict:
     get_init_inputs = getattr(reference, "get_init_inputs", list)
     for k, seed in enumerate(task["grading"]["input_seeds"]):
         stage(f"running the reference on input seed #{k}")
+        ref_fn = cand_fn = inputs = weights = None  # the previous seed's, before this one's are made
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
         ref_flags.apply()
         torch.manual_seed(seed)
         init_inputs = get_init_inputs()

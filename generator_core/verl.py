@@ -5,8 +5,8 @@ RLHFDataset reads: `data_source`, `prompt` (chat messages asking for a faster Mo
 `ability`, `reward_model` ({"style": "rule", "ground_truth": JSON text of a GradingTask:
 the reference program and its grading contract}) and `extra_info`.
 
-Reward (verl config): custom_reward_function.path=pkg://generator_core.verl (or this
-file's path) and custom_reward_function.name=compute_score. compute_score grades the last
+Reward (verl 0.9 config): reward.custom_reward_function.path=pkg://generator_core.verl (or
+this file's path) and reward.custom_reward_function.name=compute_score. compute_score grades the last
 fenced Python block of an answer with generator_core.grade (a child process with a time
 and memory limit) and returns {"score": ..., diagnostics}; see SCORE below.
 """

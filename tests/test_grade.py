@@ -150,3 +150,24 @@ def test_grading_task_round_trips(kb):
     again = GradingTask.model_validate_json(task.model_dump_json())
     assert again == task and again.grading.input_seeds == kb.grading.input_seeds
 
+
+
+def test_comparisons_work_chunk_by_chunk(monkeypatch):
+    """Outputs are compared in float64 a chunk at a time (a GiB output is not copied whole):
+    the count, the largest error and the loose guard come out the same across chunks."""
+    import torch
+
+    import generator_core.grade_worker as worker
+
+    monkeypatch.setattr(worker, "CHUNK", 7)
+    task = {"grading": {"atol": 1e-4, "rtol": 1e-4, "exact_outputs": [], "loose_tolerance": 1e-2}}
+    ref = torch.randn(5, 9) + 3
+    out = ref.clone()
+    out[4, 8] += 1
+    out[0, 0] += 0.5
+    reason, error = worker.compare([ref], [out], task, [], [set()])
+    assert "in 2 of 45 elements" in reason and error == pytest.approx(1, rel=1e-5)
+    assert worker.compare([ref], [ref.t().contiguous().t()], task, [], [set()]) == (None, 0.0)
+    assert worker.loose_guard([ref], [torch.randn(5, 9)], task) is None
+    assert worker.loose_guard([ref * 1e-3], [], task).startswith("ungradeable here: zeros pass reference output 0")
+    assert "input 0 passes" in worker.loose_guard([ref], [ref * 1.001], task)
