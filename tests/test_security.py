@@ -397,9 +397,9 @@ RISKY = {"eval", "exec", "compile", "__import__", "breakpoint", "os.system", "os
 RISKY_PREFIXES = ("subprocess.", "os.exec", "os.spawn")
 SQL_CALLS = {"execute", "executemany", "executescript"}  # flagged unless the SQL is a literal or a module constant
 ALLOWED = {
-    ("generator_core/validate.py", "load_program", "compile"):
+    ("generator_core/validate.py", "LoadedProgram.__init__", "compile"):
         "compiles the program render.py wrote from a validated spec (registry names, enums, solved ints)",
-    ("generator_core/validate.py", "load_program", "exec"):
+    ("generator_core/validate.py", "LoadedProgram.__init__", "exec"):
         "executes that program; test_rendered_programs_hold_no_client_text checks what it can contain",
     ("generator_core/grading.py", "Replay.of", "compile"):
         "compiles the node expressions render.py wrote for that same program (Candidate.steps), never client text",
