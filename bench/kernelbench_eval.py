@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--summarize", nargs="+", metavar="ROWS", help="only summarise these --out files")
     args = p.parse_args(argv)
     if args.summarize:
-        rows = [json.loads(line) for f in args.summarize for line in Path(f).read_text().splitlines()]
+        rows = [row for f in args.summarize for row in read_rows(Path(f))]
         print(json.dumps(summarise(rows), indent=1))
         return 0
 
@@ -187,6 +187,14 @@ def main(argv: list[str] | None = None) -> int:
                     out.write(json.dumps(row) + "\n")
     print(json.dumps(summarise(rows), indent=1))
     return 0
+
+
+def read_rows(path: Path) -> list[dict]:
+    """An --out file (a JSON line per sample), or a saved result ({"rows": [...]})."""
+    text = path.read_text()
+    if text.startswith("{\n") or text.startswith('{"command"'):
+        return json.loads(text)["rows"]
+    return [json.loads(line) for line in text.splitlines()]
 
 
 def summarise(rows: list[dict]) -> dict:
