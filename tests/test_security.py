@@ -607,10 +607,10 @@ def test_markers_in_string_fields_get_422_over_http(client):
 # names from the vocabulary of single-operator programs, numbers, and no string at all.
 NODES = (ast.Module, ast.Import, ast.alias, ast.FunctionDef, ast.ClassDef, ast.arguments, ast.arg, ast.Return,
          ast.Assign, ast.Expr, ast.Call, ast.Attribute, ast.Name, ast.Load, ast.Store, ast.keyword, ast.Constant,
-         ast.List, ast.Tuple, ast.BinOp, ast.UnaryOp, ast.USub, ast.Add, ast.Sub, ast.Mult)
+         ast.List, ast.Tuple, ast.BinOp, ast.UnaryOp, ast.USub, ast.Add, ast.Sub, ast.Mult, ast.IfExp)
 TEMPLATE_NAMES = {"torch", "nn", "self", "super", "get_inputs", "get_init_inputs", "fused_operator", "Model",
-                  "forward", "__init__"}
-TENSOR = re.compile(r"tensor_\d+")
+                  "forward", "__init__", "device"}
+TENSOR = re.compile(r"tensor_\d+(_shape)?")  # a tensor, or (KernelBench's format) a weight's shape argument
 
 
 def program_words(code: str) -> dict[str, set]:
