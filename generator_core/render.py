@@ -79,14 +79,13 @@ def render_program(graph: Graph, values: dict[Var, int], dtype: str, fmt: str) -
 
     # In KernelBench's format weights are the Model's parameters: its code reads them as
     # `self.<name>`; the steps (what validation replays) keep plain names.
-    in_code = {k: (f"self.{v}" if fmt == "kernelbench" and t.is_weight else v)
-               for t in graph.inputs for k, v in [(id(t), names[id(t)])]}
+    as_params = {id(t): f"self.{names[id(t)]}" for t in graph.inputs if fmt == "kernelbench" and t.is_weight}
     body, steps, nodes_json = [], [], []
     for node in graph.nodes:
         ctx = _context(node, names, values, torch_dtype, shape)
         steps.append(node.op.render(ctx))
-        code_ctx = _context(node, names | in_code, values, torch_dtype, shape)
-        body.append(f"{names[id(node.output)]} = {node.op.render(code_ctx)}")
+        in_body = node.op.render(_context(node, names | as_params, values, torch_dtype, shape)) if as_params else steps[-1]
+        body.append(f"{names[id(node.output)]} = {in_body}")
         nodes_json.append({"op": node.op.name, "inputs": ctx.args, "output": names[id(node.output)],
                            "shape": ctx.out_shape, "params": ctx.params})
     outputs = [names[id(t)] for t in graph.outputs]
