@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator
 from generator_core.generate import MAX_ATTEMPTS, Candidate, give_up
 from generator_core.sample import Sample
 from generator_core.spec import GenerationSpec
-from service.engine.devices import DeviceSlot
+from service.engine.devices import DeviceSlot, default_flops_window
 from service.engine.pool import LocalBackend, Sent
 from service.engine.workers import SOLVER_ENV, WORKER_ENV, solver_main, validation_main
 
@@ -112,8 +112,17 @@ def make_backend(backend: str, ray_address: str | None = None):
 
 def default_program_bytes(device: str, backend: str = "local", ray_address: str | None = None) -> int:
     """The default max_total_bytes: what every validating device of the backend holds."""
+    return device_defaults(device, backend, ray_address)["max_total_bytes"]
+
+
+def device_defaults(device: str, backend: str = "local", ray_address: str | None = None) -> dict[str, int]:
+    """The spec fields a request leaves unset that depend on where it is validated:
+    max_total_bytes (what every validating device holds) and the FLOPs window
+    (min_flops, max_flops: small on a CPU, see devices.CPU_FLOPS_WINDOW)."""
     chosen = make_backend(backend, ray_address)
-    return chosen.default_max_total_bytes(chosen.device_slots(device))
+    slots = chosen.device_slots(device)
+    min_flops, max_flops = default_flops_window(slots)
+    return {"max_total_bytes": chosen.default_max_total_bytes(slots), "min_flops": min_flops, "max_flops": max_flops}
 
 
 class Engine:
