@@ -127,17 +127,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """The REST service on uvicorn. Settings come from TCGEN_* variables; flags override."""
-    import uvicorn
-
     from service.app import create_app
+    from service.server import serve
     from service.settings import Settings
 
     overrides = {k: v for k, v in dict(host=args.host, port=args.port, solver_workers=args.solver_workers,
                                        db_path=args.db, device=args.device, backend=args.backend).items()
                  if v is not None}
     settings = Settings(**overrides)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                timeout_graceful_shutdown=30)
+    serve(create_app(settings), settings)
     return 0
 
 

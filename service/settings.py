@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     sync_burst: int = Field(8, ge=1, description="sync requests served in a row while a job waits for its turn")
     job_turn: int = Field(4, ge=1, description="samples a job makes in its turn after a sync burst before "
                                                "waiting sync requests stop it")
+    # Connections: what one client may hold (service/server.py).
+    header_timeout_seconds: float = Field(10.0, gt=0, description="a request's headers must arrive within this of "
+                                          "the connection opening or of the previous response; else it is closed")
+    body_timeout_seconds: float = Field(30.0, gt=0, description="a request's body must arrive within this of its "
+                                        "headers; else 408 and the connection is closed")
+    keep_alive_seconds: int = Field(5, ge=1, description="an idle keep-alive connection is closed after this")
+    max_connections: int = Field(512, ge=1, description="open connections; one more gets 503 and is closed")
     job_ttl_seconds: float = Field(7 * 24 * 3600, gt=0, description="finished jobs are deleted after this")
     expiry_interval_seconds: float = Field(60.0, gt=0, description="how often finished jobs past their TTL "
                                            "are looked for and deleted")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from generator_core.spec import GenerationSpec
 from service.engine.devices import DeviceSlot, default_flops_window
 from service.engine.pool import LocalBackend, Sent
 from service.engine.workers import SOLVER_ENV, WORKER_ENV, solver_main, validation_main
+from service.logs import log_event
 
 MAX_CRASHES = 3  # a request that kills this many workers is given up
 SOLVE_TIMEOUT_S = 180.0  # CP-SAT stops itself far sooner; this catches a hung process
@@ -35,6 +37,7 @@ PARENT_NAP_S = 0.002
 WINDOW_PER_WORKER = 256
 VALIDATION_DEPTH = 2
 BACKENDS = ("local", "ray", "auto")
+log = logging.getLogger("tcgen.engine")
 
 
 @dataclass
@@ -164,6 +167,12 @@ class Engine:
     def start(self, validation: bool = True) -> None:
         """Start the solver workers, and the validation workers unless told they are not
         needed yet (a run without validation does not pay for importing torch on them)."""
+        if not any(w.started for w in self._solvers):
+            min_flops, max_flops = default_flops_window(self.slots)
+            log_event(log, logging.INFO, "engine.started", f"engine starting on {type(self.backend).__name__}",
+                      backend=type(self.backend).__name__, solver_workers=self.solver_workers,
+                      devices=[s.label for s in self.slots], validation_workers=len(self._validators),
+                      default_min_flops=min_flops, default_max_flops=max_flops)
         for w in self._solvers + (self._validators if validation else []):
             if not w.started:
                 self.backend.start(w)
@@ -353,15 +362,22 @@ class _Run:
         self.engine.progress.rejected += 1
         self.engine.observer.attempt_rejected(why)
         if state.attempt >= MAX_ATTEMPTS:
-            self.done[index] = Outcome(index, None, error=str(give_up(self.spec, index, state.rejected)))
+            self.give_up(index, str(give_up(self.spec, index, state.rejected)))
         else:
             self.solve_queue.push(index)
+
+    def give_up(self, index: int, error: str) -> None:
+        self.done[index] = Outcome(index, None, error=error)
+        log_event(log, logging.WARNING, "index.given_up", error, index=index, seed=self.spec.seed,
+                  spec_level=self.spec.level)
 
     def replace(self, w, blame: bool = True) -> None:
         """A worker died (or must be replaced): start another, and send its requests again."""
         why = self.engine.backend.exit_status(w)
         lost = self.engine.backend.restart(w)
         self.engine.progress.restarts += 1
+        log_event(log, logging.WARNING, "worker.restarted", f"{w.stage} worker replaced ({why})", stage=w.stage,
+                  worker=w.name, why=why, lost_requests=len(lost))
         self.engine.observer.worker_restarted(w.stage)
         # A worker runs its requests one at a time, in the order sent: only the oldest was
         # running when it died; those queued behind it never ran and take no blame (else a
@@ -378,8 +394,8 @@ class _Run:
                 continue
             state.crashes += blame
             if state.crashes >= MAX_CRASHES:
-                self.done[index] = Outcome(index, None, error=f"index {index}: attempt {state.attempt} killed a "
-                                           f"{w.stage} worker {state.crashes} times ({why}); given up")
+                self.give_up(index, f"index {index}: attempt {state.attempt} killed a {w.stage} worker "
+                                    f"{state.crashes} times ({why}); given up")
             else:
                 self.engine.progress.redone += 1
                 (self.solve_queue if w.stage == "solver" else self.validate_queue).push(index)

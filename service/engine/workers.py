@@ -2,7 +2,8 @@
 
 A worker reads requests from its end of a pipe and answers each with one message. It
 ignores SIGINT (Ctrl-C reaches the whole process group; the parent decides what stops)
-and exits when the pipe closes, so a parent killed with -9 leaves no orphans running.
+and exits, quietly, when the pipe closes or its parent is gone: a parent killed with -9
+leaves no orphans running, not even for the rest of a long solve.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import gc
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -85,20 +87,51 @@ def _planned_fault(index: int, device: str):
     return Fault()
 
 
+PARENT_POLL_S = 0.1
+
+
+def _exit_with_parent() -> None:
+    """Exit as soon as the parent is gone (this process is handed to another parent). A
+    worker in the middle of a solve or a program would only notice at its next send, seconds
+    later, and spend them on work nobody will read."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _serve(conn, handle) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    conn.send(("ready", os.getpid()))
-    while True:
-        try:
-            request = conn.recv()
-        except (EOFError, OSError):
-            return  # the parent is gone
-        if request is None:
-            return
+    _exit_with_parent()
+    if not _send(conn, ("ready", os.getpid())):
+        return
+    while (request := _receive(conn)) is not None:
         answer = handle(request)
-        conn.send(answer)
+        if not _send(conn, answer):
+            return
         if answer[0] == "fault" and answer[4]:
             os._exit(EXIT_POISONED)  # a sticky CUDA error: nothing more can run in this context
+
+
+# A closed pipe means the parent is gone (or stopped this worker): nothing to report, so no
+# BrokenPipeError traceback in the server's log. Only the pipe's errors are caught here.
+def _receive(conn):
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        return None
+
+
+def _send(conn, message) -> bool:
+    try:
+        conn.send(message)
+        return True
+    except OSError:  # BrokenPipeError, ConnectionResetError
+        return False
 
 
 def _done(index: int, candidate, rejected: list[str], verdict, label: str | None,

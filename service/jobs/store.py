@@ -7,9 +7,14 @@ to what a CLI run prints.
 """
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
+
+from service.logs import log_event
+
+log = logging.getLogger("tcgen.jobs")
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelling", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -111,7 +116,9 @@ class JobStore:
                 if existing:
                     raise IdempotencyConflict(existing) from None
                 raise  # duplicate job id: a caller bug, not a conflict to report to clients
-            return self._one("id = ?", (job_id,))
+            job = self._one("id = ?", (job_id,))
+        log_event(log, logging.INFO, "job.state", f"job {job_id} queued", job_id=job_id, state="queued", total=total)
+        return job
 
     def get_job(self, *, job_id: str) -> JobRecord | None:
         with self._lock:
@@ -149,6 +156,8 @@ class JobStore:
                 (state, error, state, now, state, now, job_id))
             if cur.rowcount == 0:
                 raise KeyError(job_id)
+        log_event(log, logging.WARNING if state == "failed" else logging.INFO, "job.state", f"job {job_id} {state}",
+                  job_id=job_id, state=state, **({"error": error} if error else {}))
 
     def add_result(self, *, job_id: str, position: int, index: int,
                    sample_json: str | None = None, error: str | None = None) -> bool:
