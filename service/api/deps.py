@@ -39,11 +39,20 @@ def require_api_key(settings: Annotated[Settings, Depends(get_settings)],
 
 
 def key_matches(settings: Settings, given: str | None) -> bool:
-    """True without a configured key, else for exactly the key (compared in constant time)."""
+    """True without a configured key, else for exactly the key's UTF-8 bytes (compared in
+    constant time). `given` is header text, which Starlette decodes byte for byte as latin-1:
+    encoding it back gives the bytes the client sent, so a key that is not ASCII passes as
+    its UTF-8 (what curl sends from a UTF-8 shell). Text that no header can hold (a character
+    past U+00FF, from a Python caller) is compared as UTF-8; a lone surrogate cannot crash it."""
     if settings.api_key is None:
         return True
-    return given is not None and secrets.compare_digest(given.encode("utf-8", "surrogateescape"),
-                                                        settings.api_key.get_secret_value().encode())
+    if given is None:
+        return False
+    try:
+        sent = given.encode("latin-1")
+    except UnicodeEncodeError:
+        sent = given.encode("utf-8", "surrogatepass")
+    return secrets.compare_digest(sent, settings.api_key.get_secret_value().encode("utf-8", "surrogatepass"))
 
 
 def check_caps(request: SampleRequest, settings: Settings, count_cap: str) -> None:
