@@ -12,6 +12,10 @@ cpu), waits for /readyz, then measures:
      (the engine is already warm);
   d) `tcgen generate` with the same workers and spec, timed by its own summary line
      ("in X s", which includes starting its worker processes); acceptance: c/d >= 90%;
+  e) what a newcomer sends first: --default-window-n sequential POST /v1/samples
+     {"level": 2, "seed": 0, "start_index": i}, no FLOPs window (the server's default for
+     its device); acceptance: median <= 2 s on a CPU-only server, and the window the
+     samples got;
 and checks that the job's NDJSON results equal the generate file byte for byte.
 
 The server is stopped with SIGTERM before (d), so the two runs never share the CPU.
@@ -39,6 +43,7 @@ from service.local_server import LocalServer
 WINDOW = dict(min_flops=65536, max_flops=4194304)
 LATENCY_N, WARMUP = 100, 10
 ACCEPT_P50_MS, ACCEPT_RATIO = 15.0, 0.90
+ACCEPT_DEFAULT_WINDOW_MEDIAN_S = 2.0
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
@@ -74,6 +79,20 @@ def library_latency() -> dict[str, float]:
     return percentiles(times)
 
 
+def default_window_latency(base: str, n: int) -> dict:
+    """POST /v1/samples {"level": 2} with no window: seconds per request, and the windows the
+    samples got (the server's default for its validating device)."""
+    times, windows = [], set()
+    with httpx.Client(base_url=base, timeout=600) as http:
+        for i in range(n):
+            start = time.perf_counter()
+            r = http.post("/v1/samples", json={"level": 2, "seed": 0, "start_index": i})
+            times.append(time.perf_counter() - start)
+            r.raise_for_status()
+            windows |= {(s["min_flops"], s["max_flops"]) for s in r.json()["samples"]}
+    return {"n": n, "median_s": statistics.median(times), "max_s": max(times), "windows": sorted(windows)}
+
+
 def job_run(base: str, count: int) -> tuple[dict, bytes]:
     with TcgenClient(base, timeout=60) as tc:
         job = tc.submit_job(dict(level=2, count=count, seed=0, **WINDOW))
@@ -106,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.service", description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="solver workers, both sides")
     ap.add_argument("--count", type=int, default=200, help="level-2 samples for the job and generate")
+    ap.add_argument("--default-window-n", type=int, default=30,
+                    help="level-2 requests without a FLOPs window (e); 0 skips them")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     args = ap.parse_args(argv)
 
@@ -113,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         server = LocalServer(tmp / "bench.db", workers=args.workers).start()
         try:
+            default = default_window_latency(server.url, args.default_window_n) if args.default_window_n else None
             http = sync_latency(server.url)
             job, job_bytes = job_run(server.url, args.count)
         finally:
@@ -126,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {"workers": args.workers, "count": args.count, "sync_http": http, "library": lib,
               "p50_overhead_ms": overhead, "p50_ok": overhead <= ACCEPT_P50_MS,
               "job": job, "generate": gen, "rate_ratio": ratio, "rate_ok": ratio >= ACCEPT_RATIO,
-              "job_equals_generate_file": identical, "server_stopped_gracefully": graceful}
+              "job_equals_generate_file": identical, "server_stopped_gracefully": graceful,
+              "default_window": default,
+              "default_window_ok": default is None or default["median_s"] <= ACCEPT_DEFAULT_WINDOW_MEDIAN_S}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -144,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
               f">= {ACCEPT_RATIO:.0%})")
         print(f"job NDJSON == generate file, byte for byte: {identical}")
         print(f"server stopped gracefully on SIGTERM: {graceful}")
-    return 0 if result["p50_ok"] and result["rate_ok"] and identical else 1
+        if default is not None:
+            print(f"\nPOST /v1/samples {{\"level\": 2}} without a window, {default['n']} requests: median "
+                  f"{default['median_s']:.2f} s, max {default['max_s']:.2f} s, windows {default['windows']} "
+                  f"({'ok' if result['default_window_ok'] else 'FAIL'}: median <= {ACCEPT_DEFAULT_WINDOW_MEDIAN_S:g} s)")
+    return 0 if result["p50_ok"] and result["rate_ok"] and identical and result["default_window_ok"] else 1
 
 
 if __name__ == "__main__":

@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+echo "run: starting the REST service (tcgen serve $*); it is ready when it logs \"Uvicorn running\"" >&2
 exec .venv/bin/tcgen serve "$@"
