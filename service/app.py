@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from generator_core import GenerationSpec
 from service.api import health, jobs, ops, samples
+from service.api.body import Rejected
 from service.api.deps import require_api_key
 from service.dispatcher import Dispatcher
 from service.engine import Engine, default_program_bytes
@@ -37,11 +38,19 @@ def _spec_error(request: Request, exc: ValidationError) -> JSONResponse:
 
 
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 whose message names each offending field ('body.min_flops: ...')."""
+    """422 whose message names each offending field ('body.min_flops: ...'). A value the
+    body parser rejected (body.Rejected: text that is not Unicode, an integer of too many
+    digits) is reported as what it is, not as the type the field wanted; FastAPI's JSON
+    decode error says where and why."""
     errors = []
     for e in exc.errors():
         loc = list(e.get("loc", ()))
         msg = str(e.get("msg", "")).removeprefix("Value error, ")
+        rejected = e.get("input")
+        if isinstance(rejected, Rejected) and e.get("type") != "extra_forbidden":
+            msg, e = rejected.reason, {**e, "type": rejected.type}
+        elif e.get("type") == "json_invalid" and (e.get("ctx") or {}).get("error"):
+            msg = f"{msg}: {e['ctx']['error']}"
         field = msg.split(":", 1)[0]
         if field in GenerationSpec.model_fields and loc and loc[-1] != field:  # a whole-spec check names its field
             loc.append(field)

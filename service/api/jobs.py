@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
+from service.api.body import JsonBodyRoute
 from service.api.deps import (DispatcherDep, JobDep, SettingsDep, StoreDep, apply_device_default,
                               check_caps)
 from service.dispatcher import QueueFull
@@ -20,7 +21,7 @@ from service.jobs.store import FINISHED, IdempotencyConflict, JobRecord, JobStor
 from service.schemas import (NDJSON, JobList, JobRead, SampleBatch, SampleRequest, batch_json, documented_header,
                              errors)
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=JsonBodyRoute)
 POLL_S = 0.2
 STREAM_PAGE = 256
 LOCATION = {"Location": documented_header("/v1/jobs/{job_id}: where the job's status is")}

@@ -9,12 +9,13 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
+from service.api.body import JsonBodyRoute
 from service.api.deps import DispatcherDep, SettingsDep, apply_device_default, check_caps
 from service.dispatcher import Dispatcher, QueueFull
 from service.engine import Outcome
 from service.schemas import NDJSON, SampleBatch, SampleRequest, batch_json, errors
 
-router = APIRouter(prefix="/v1/samples", tags=["samples"])
+router = APIRouter(prefix="/v1/samples", tags=["samples"], route_class=JsonBodyRoute)
 RETRY_AFTER_S = "2"
 
 
