@@ -11,7 +11,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
-from starlette.routing import Route
 
 from generator_core import GenerationSpec
 from service.api import health, jobs, ops, samples
@@ -21,7 +20,7 @@ from service.dispatcher import Dispatcher
 from service.engine import Engine, default_program_bytes
 from service.jobs.store import JobStore
 from service.metrics import Metrics
-from service.middleware import ApiKeyGate, BodyLimit
+from service.middleware import ApiKeyGate, BodyLimit, HeadAsGet
 from service.schemas import errors
 from service.settings import Settings
 
@@ -65,16 +64,30 @@ async def _http_error(request: Request, exc: HTTPException):
     - 400 is FastAPI's answer to a body it cannot decode (invalid UTF-8; nothing here raises
       400 itself): a 422 like any other body that is not JSON;
     - a 405's Allow names every method of the path: Starlette names only those of the
-      first route that matched (GET, where DELETE works too)."""
+      first route that matched (GET, where DELETE works too), FastAPI's included routers none."""
     if exc.status_code == 400:
         return _validation_error(request, RequestValidationError(
             [{"loc": ("body",), "msg": "JSON decode error: not UTF-8 text", "type": "json_invalid"}]))
     if exc.status_code == 405:
-        path = request.scope["path"]
-        methods = {m for r in request.app.routes if isinstance(r, Route) and r.path_regex.match(path)
-                   for m in r.methods or ()}
-        exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
+        exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed_methods(request.app, request.scope["path"]))}
     return await http_exception_handler(request, exc)
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method a route serves at `path`, sorted; HEAD wherever GET is (HeadAsGet).
+    FastAPI 0.16x keeps included routers as _IncludedRouter entries of app.routes, whose
+    routes (with the router's prefix) are its effective_route_contexts()."""
+    methods: set[str] = set()
+
+    def walk(routes) -> None:
+        for r in routes:
+            if hasattr(r, "effective_route_contexts"):
+                walk(r.effective_route_contexts())
+            elif getattr(r, "path_regex", None) is not None and r.path_regex.match(path):
+                methods.update(r.methods or ())
+
+    walk(app.routes)
+    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
 
 
 def _store_unavailable(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
@@ -117,6 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.metrics_router, ops.router, samples.router, jobs.router):
         app.include_router(router, **protected)
 
+    # Innermost: every route sees HEAD as GET, and everything outside (the key gate's 401,
+    # the request metrics) still sees the HEAD it was.
+    app.add_middleware(HeadAsGet)
     # Inside count_requests: that one hands the body on through a task group, which would wrap
     # BodyLimit's 413 in an ExceptionGroup that FastAPI turns into a 400.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

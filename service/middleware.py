@@ -1,11 +1,11 @@
-"""ASGI middleware of the service: the API key gate and the request body limit. Both work
-on the raw request, before FastAPI reads or parses any of its body."""
+"""ASGI middleware of the service: the API key gate and the request body limit, which work
+on the raw request before FastAPI reads or parses any of its body, and HEAD as GET."""
 from __future__ import annotations
 
 import json
 
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.deps import key_matches
 from service.settings import Settings
@@ -84,3 +84,38 @@ class _TooLarge(HTTPException):
 
     def __init__(self, limit: int):
         super().__init__(413, f"request body: larger than {limit} bytes (TCGEN_MAX_BODY_BYTES)")
+
+
+class HeadAsGet:
+    """HEAD on every GET route: the request runs as GET and its answer goes out with the
+    same status and headers and no body, as soon as the headers are known. FastAPI's routes
+    answer only the methods they declare (Starlette's own add HEAD to GET); declaring HEAD
+    on each would double every GET operation of the schema. The server (uvicorn) drops a
+    HEAD answer's body too; this does not rely on it, and stops a streamed body (an NDJSON
+    job stream would otherwise run on until the job ends)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+        as_get = {**scope, "method": "GET"}  # the server's scope keeps HEAD: it sends no body for it
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                if "route" in as_get:  # the route matched, for the request metrics' label
+                    scope["route"] = as_get["route"]
+                await send(message)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            elif message["type"] == "http.response.body" and message.get("more_body"):
+                raise _Sent  # a stream: stop making a body nobody reads
+
+        try:
+            await self.app(as_get, receive, headers_only)
+        except _Sent:
+            pass
+
+
+class _Sent(Exception):
+    """HeadAsGet has answered; raised into the streaming response that was still going."""
