@@ -20,7 +20,7 @@ from service.dispatcher import Dispatcher
 from service.engine import Engine, default_program_bytes
 from service.jobs.store import JobStore
 from service.metrics import Metrics
-from service.middleware import ApiKeyGate, BodyLimit, HeadAsGet
+from service.middleware import ApiKeyGate, BodyLimit, HeadAsGet, IdentityEncoding
 from service.schemas import errors
 from service.settings import Settings
 
@@ -61,16 +61,25 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
 
 async def _http_error(request: Request, exc: HTTPException):
     """FastAPI's answer, except for two of its own errors:
-    - 400 is FastAPI's answer to a body it cannot decode (invalid UTF-8; nothing here raises
-      400 itself): a 422 like any other body that is not JSON;
+    - 400 is FastAPI's answer to a body json.loads failed on other than with a
+      JSONDecodeError (nothing here raises 400 itself), raised from that error: a 422 like
+      any other body that is not JSON, saying which failure it was;
     - a 405's Allow names every method of the path: Starlette names only those of the
       first route that matched (GET, where DELETE works too), FastAPI's included routers none."""
     if exc.status_code == 400:
         return _validation_error(request, RequestValidationError(
-            [{"loc": ("body",), "msg": "JSON decode error: not UTF-8 text", "type": "json_invalid"}]))
+            [{"loc": ("body",), "msg": _unparsable(exc.__cause__), "type": "json_invalid"}]))
     if exc.status_code == 405:
         exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed_methods(request.app, request.scope["path"]))}
     return await http_exception_handler(request, exc)
+
+
+def _unparsable(cause: BaseException | None) -> str:
+    if isinstance(cause, RecursionError):
+        return "JSON nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return "JSON decode error: not UTF-8 text"
+    return f"JSON decode error: {type(cause).__name__}: {cause}" if cause else "JSON decode error"
 
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
@@ -136,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Inside count_requests: that one hands the body on through a task group, which would wrap
     # BodyLimit's 413 in an ExceptionGroup that FastAPI turns into a 400.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(IdentityEncoding)
     # Outside BodyLimit and the routes: a request without the key is turned away before any
     # of its body is read or parsed.
     app.add_middleware(ApiKeyGate, settings=settings)

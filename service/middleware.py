@@ -1,5 +1,6 @@
-"""ASGI middleware of the service: the API key gate and the request body limit, which work
-on the raw request before FastAPI reads or parses any of its body, and HEAD as GET."""
+"""ASGI middleware of the service: the API key gate, the request body's encoding and size
+limit, which work on the raw request before FastAPI reads or parses any of its body, and
+HEAD as GET."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,8 @@ from service.settings import Settings
 # schema is public anyway, checked in as openapi.yaml, and they run nothing).
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 KEY_MESSAGE = "missing or wrong API key (Authorization: Bearer <key> or X-API-Key)"
+ENCODING_MESSAGE = ("Content-Encoding: {} is not accepted; only identity is: send the body uncompressed, "
+                    "without Content-Encoding")
 
 
 async def _send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -44,6 +47,22 @@ class ApiKeyGate:
         if key_matches(self.settings, given or None):
             return await self.app(scope, receive, send)
         await _send_json(send, 401, KEY_MESSAGE, [(b"www-authenticate", b"Bearer")])
+
+
+class IdentityEncoding:
+    """415 for a POST whose Content-Encoding is anything but identity: bodies are read as
+    sent, never decompressed (a gzip body was answered 'not UTF-8 text')."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            codings = [c.strip().lower() for name, value in scope["headers"] if name == b"content-encoding"
+                       for c in value.decode("latin-1").split(",") if c.strip()]
+            if any(c != "identity" for c in codings):
+                return await _send_json(send, 415, ENCODING_MESSAGE.format(", ".join(codings)))
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

@@ -98,6 +98,8 @@ ERRORS: dict[int, dict[str, Any]] = {
     404: {"model": ErrorMessage, "description": "no such job (finished jobs expire)"},
     409: {"model": ErrorMessage, "description": "the job is still running; cancel it first"},
     413: {"model": ErrorMessage, "description": "request body over TCGEN_MAX_BODY_BYTES"},
+    415: {"model": ErrorMessage, "description": "a Content-Encoding other than identity: bodies are read "
+                                                "uncompressed only"},
     429: {"model": ErrorMessage, "description": "busy; retry after Retry-After seconds", "headers": RETRY_AFTER},
     503: {"model": ErrorMessage, "description": "shutting down, or the job store is locked by another process; "
                                                 "retry after Retry-After seconds",

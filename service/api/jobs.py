@@ -52,7 +52,7 @@ def _status_response(job: JobRecord, response: Response, status: int = 200) -> J
 @router.post("", status_code=202, response_model=JobRead, summary="Submit a job",
              responses={202: {"description": "accepted", "headers": LOCATION, "links": JOB_LINKS},
                         200: {"model": JobRead, "description": "the job this Idempotency-Key already made",
-                              "headers": LOCATION, "links": JOB_LINKS}, **errors(413, 429, 503)})
+                              "headers": LOCATION, "links": JOB_LINKS}, **errors(413, 415, 429, 503)})
 def create_job(body: SampleRequest, response: Response, settings: SettingsDep, store: StoreDep,
                dispatcher: DispatcherDep, idempotency_key: Annotated[str | None, Header(max_length=200)] = None):
     """Runs `count` samples in the background; results persist as they arrive. The same
@@ -137,7 +137,7 @@ async def _stream(store: JobStore, job_id: str, position: int):
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead, summary="Cancel a job (keeps partial results)",
-             responses={200: {"headers": LOCATION}, **errors(404, 503)})
+             responses={200: {"headers": LOCATION}, **errors(404, 415, 503)})
 def cancel_job(job: JobDep, store: StoreDep, dispatcher: DispatcherDep, response: Response):
     if job.state not in FINISHED:
         store.set_job_state(job_id=job.id, state="cancelling", now=time.time())

@@ -45,7 +45,7 @@ def _prepare(body: SampleRequest, settings) -> object:
 
 
 @router.post("", response_model=SampleBatch, summary="Generate samples now",
-             responses={200: {"content": {NDJSON: {}}}, **errors(413, 429)})
+             responses={200: {"content": {NDJSON: {}}}, **errors(413, 415, 429)})
 async def create_samples(body: SampleRequest, request: Request, settings: SettingsDep, dispatcher: DispatcherDep):
     """Up to TCGEN_MAX_SYNC_COUNT samples, in index order. With `Accept: application/x-ndjson`
     each sample is streamed as one line as soon as it is ready (failed indices are skipped)."""
