@@ -15,14 +15,21 @@ NDJSON = "application/x-ndjson"
 
 
 class SampleRequest(GenerationSpec):
-    """A spec for POST /v1/samples and POST /v1/jobs. `seed` is drawn by the server (and
-    returned) when omitted, so two requests without one get different samples."""
+    """A spec for POST /v1/samples and POST /v1/jobs: `level` or `op_sequence` (or both).
+    `seed` is drawn by the server (and returned) when omitted, so two requests without one
+    get different samples. Strict types: true, "1" and 1.0 are not integers, 1 and "true"
+    not booleans (a JSON body has the types it means)."""
 
-    # Quick ones (a small FLOPs window): for the reader, and schemathesis sends them too.
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"level": 1, "count": 2, "min_flops": 2**16, "max_flops": 2**22},
-        {"op_sequence": ["Matmul", "ReLU"], "seed": 7, "min_flops": 2**16, "max_flops": 2**22,
-         "dtype": "bfloat16", "format": "kernelbench"}]})
+    model_config = ConfigDict(strict=True, json_schema_extra={
+        # What the model validator says in words ("level: required unless op_sequence is
+        # given"), so that a body valid by the schema has one of them.
+        "anyOf": [{"required": ["level"], "properties": {"level": {"type": "integer"}}},
+                  {"required": ["op_sequence"], "properties": {"op_sequence": {"type": "array"}}}],
+        # Quick ones (a small FLOPs window): for the reader, and schemathesis sends them too.
+        "examples": [
+            {"level": 1, "count": 2, "min_flops": 2**16, "max_flops": 2**22},
+            {"op_sequence": ["Matmul", "ReLU"], "seed": 7, "min_flops": 2**16, "max_flops": 2**22,
+             "dtype": "bfloat16", "format": "kernelbench"}]})
 
     seed: int | None = Field(None, ge=0, lt=2**63, description="everything random derives from (seed, index); "
                              "drawn by the server when omitted")
