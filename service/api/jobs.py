@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 import uuid
 from typing import Annotated, Literal
@@ -12,6 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from pydantic import AfterValidator, WithJsonSchema
 
 from service.api.body import JsonBodyRoute
 from service.api.deps import (DispatcherDep, JobDep, SettingsDep, StoreDep, apply_device_default,
@@ -34,6 +36,21 @@ JOB_LINKS = {name: {"operationId": operation_id, "parameters": {"job_id": "$resp
                                         ("DeleteJob", "delete_job_v1_jobs__job_id__delete"))}
 
 
+KEY_PATTERN = r"^[!-~](?:[ -~]*[!-~])?$"  # printable ASCII, no blank at either end (HTTP strips those)
+
+
+def _printable_ascii(key: str) -> str:
+    if len(key) > 200 or not re.fullmatch(KEY_PATTERN, key):
+        raise ValueError("must be 1 to 200 printable ASCII characters, no blank at either end")
+    return key
+
+
+IdempotencyKey = Annotated[
+    Annotated[str, AfterValidator(_printable_ascii),
+              WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 200, "pattern": KEY_PATTERN})] | None,
+    Header(description="the same key with the same body returns the job it made")]
+
+
 def job_read(job: JobRecord) -> JobRead:
     return JobRead(id=job.id, state=job.state, spec=json.loads(job.spec_json),
                    progress={"total": job.total, "completed": job.completed, "failed": job.failed},
@@ -54,7 +71,7 @@ def _status_response(job: JobRecord, response: Response, status: int = 200) -> J
                         200: {"model": JobRead, "description": "the job this Idempotency-Key already made",
                               "headers": LOCATION, "links": JOB_LINKS}, **errors(413, 415, 429, 503)})
 def create_job(body: SampleRequest, response: Response, settings: SettingsDep, store: StoreDep,
-               dispatcher: DispatcherDep, idempotency_key: Annotated[str | None, Header(max_length=200)] = None):
+               dispatcher: DispatcherDep, idempotency_key: IdempotencyKey = None):
     """Runs `count` samples in the background; results persist as they arrive. The same
     `Idempotency-Key` with the same body returns the same job (200); with another body, 422."""
     check_caps(body, settings, "max_job_count")
