@@ -26,6 +26,7 @@ class Unary(Operator):
 
 @register
 class ReLU(Unary):
+    description = "ReLU: max(x, 0), elementwise (torch.relu)"
     collapses_on = frozenset({"nonpositive"})
     pointless_on = frozenset({"nonnegative", "extreme", "keeps_positive"})  # relu(leaky_relu(x)) = relu(x)
     makes_facts = frozenset({"sparse", "nonnegative"})
@@ -34,6 +35,8 @@ class ReLU(Unary):
 
 @register
 class LeakyReLU(Unary):
+    description = ("LeakyReLU: x where x > 0, else negative_slope * x, elementwise; slope drawn from 0.01 to 0.2 "
+                   "(F.leaky_relu)")
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     pointless_on = frozenset({"nonnegative", "extreme"})  # one sign: a scale, or unchanged
     makes_facts = frozenset({"increasing", "keeps_positive"})
@@ -46,6 +49,7 @@ class LeakyReLU(Unary):
 
 @register
 class Sigmoid(Unary):
+    description = "Sigmoid: 1 / (1 + exp(-x)), elementwise (torch.sigmoid)"
     collapses_on = frozenset({"saturating"})
     makes_facts = frozenset({"nonnegative", "increasing"})
     flops_per_element = 3  # exp, add, reciprocal
@@ -54,6 +58,7 @@ class Sigmoid(Unary):
 
 @register
 class Tanh(Unary):
+    description = "Tanh: the hyperbolic tangent of x, elementwise (torch.tanh)"
     collapses_on = frozenset({"saturating"})
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     makes_facts = frozenset({"increasing"})
@@ -62,6 +67,7 @@ class Tanh(Unary):
 
 @register
 class Swish(Unary):
+    description = "Swish: x * sigmoid(x) (SiLU), elementwise (F.silu)"
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     flops_per_element = 4  # x * sigmoid(x)
     call = F + ".silu({x})"
@@ -69,6 +75,7 @@ class Swish(Unary):
 
 @register
 class GELU(Unary):
+    description = "GELU: x * Phi(x), Phi the standard normal CDF, elementwise (F.gelu)"
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     flops_per_element = 4  # x * 0.5 * (1 + erf(x / sqrt 2))
     call = F + ".gelu({x})"
@@ -76,6 +83,8 @@ class GELU(Unary):
 
 @register
 class SELU(Unary):
+    description = ("SELU: scale * (x where x > 0, else alpha * (exp(x) - 1)) with the fixed self-normalising "
+                   "constants, elementwise (F.selu)")
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     makes_facts = frozenset({"increasing"})
     flops_per_element = 4
@@ -84,6 +93,7 @@ class SELU(Unary):
 
 @register
 class Hardsigmoid(Unary):
+    description = "Hardsigmoid: clamp(x / 6 + 0.5, 0, 1), elementwise (F.hardsigmoid)"
     collapses_on = frozenset({"nonpositive", "concentrated", "discrete", "saturating"})
     makes_facts = frozenset({"nonnegative", "clipped"})
     flops_per_element = 3
@@ -92,6 +102,7 @@ class Hardsigmoid(Unary):
 
 @register
 class Softplus(Unary):
+    description = "Softplus: log(1 + exp(x)), elementwise (F.softplus)"
     makes_facts = frozenset({"nonnegative", "increasing"})
     flops_per_element = 3  # log(1 + exp(x))
     call = F + ".softplus({x})"
@@ -99,6 +110,7 @@ class Softplus(Unary):
 
 @register
 class Softsign(Unary):
+    description = "Softsign: x / (1 + |x|), elementwise (F.softsign)"
     collapses_on = frozenset({"saturating"})
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     makes_facts = frozenset({"increasing"})
@@ -108,6 +120,7 @@ class Softsign(Unary):
 
 @register
 class ELU(Unary):
+    description = "ELU: x where x > 0, else alpha * (exp(x) - 1), elementwise; alpha drawn from 0.5, 1.0, 1.5 (F.elu)"
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     pointless_on = frozenset({"nonnegative"})
     makes_facts = frozenset({"increasing", "keeps_positive"})
@@ -120,6 +133,8 @@ class ELU(Unary):
 
 @register
 class HardTanh(Unary):
+    description = ("HardTanh: x clipped to [min_val, max_val], elementwise; min_val drawn from -2 to -0.5, max_val "
+                   "from 0.5 to 2 (F.hardtanh)")
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     makes_facts = frozenset({"clipped"})
     collapses_on = frozenset({"nonpositive", "concentrated", "discrete", "saturating", "extreme"})
@@ -132,6 +147,7 @@ class HardTanh(Unary):
 
 @register
 class LogSigmoid(Unary):
+    description = "LogSigmoid: log(sigmoid(x)), elementwise (F.logsigmoid)"
     flops_per_element = 4
     makes_facts = frozenset({"nonpositive", "increasing"})
     call = F + ".logsigmoid({x})"
@@ -139,6 +155,8 @@ class LogSigmoid(Unary):
 
 @register
 class Clamp(Unary):
+    description = ("Clamp: x clipped to [min, max], elementwise; min drawn from -1 to -0.25, max from 0.25 to 1 "
+                   "(torch.clamp)")
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     makes_facts = frozenset({"clipped"})
     collapses_on = frozenset({"nonpositive", "concentrated", "discrete", "saturating", "extreme"})
@@ -151,6 +169,7 @@ class Clamp(Unary):
 
 @register
 class Abs(Unary):
+    description = "Abs: |x|, elementwise (torch.abs)"
     pointless_on = frozenset({"nonnegative", "absolute"})
     makes_facts = frozenset({"nonnegative", "absolute"})
     call = "torch.abs({x})"
@@ -158,17 +177,21 @@ class Abs(Unary):
 
 @register
 class Cos(Unary):
+    description = "Cos: cos(x), elementwise (torch.cos)"
     pointless_on = frozenset({"absolute"})  # even: cos(|x|) = cos(x)
     call = "torch.cos({x})"
 
 
 @register
 class Sin(Unary):
+    description = "Sin: sin(x), elementwise (torch.sin)"
     call = "torch.sin({x})"
 
 
 @register
 class Exp2(Unary):
+    description = ("Exp2: 2**x, elementwise, x clamped from above so that the result stays finite in the dtype "
+                   "(torch.exp2)")
     makes_facts = frozenset({"nonnegative", "increasing"})
     flops_per_element = 2  # clamp, exp2
 
@@ -191,11 +214,13 @@ class AxisUnary(Unary):
 
 @register
 class Softmax(AxisUnary):
+    description = "Softmax: exp(x) / sum(exp(x)) along one drawn axis of at least 2 elements (torch.softmax)"
     makes_facts = frozenset({"nonnegative"})
     call = "torch.softmax({x}, dim={dim})"
 
 
 @register
 class LogSoftmax(AxisUnary):
+    description = "LogSoftmax: x - log(sum(exp(x))) along one drawn axis of at least 2 elements (torch.log_softmax)"
     makes_facts = frozenset({"nonpositive", "concentrated"})
     call = "torch.log_softmax({x}, dim={dim})"

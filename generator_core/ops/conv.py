@@ -138,29 +138,44 @@ class Conv(Operator):
 
 @register
 class Conv1d(Conv):
+    description = ("Conv1d: 1-D convolution of an (N, Cin, L) input with a fresh weight; kernel_size, stride, "
+                   "padding, dilation, groups and the output channels are solved (F.conv1d)")
     n = 1
 
 
 @register
 class Conv2d(Conv):
+    description = ("Conv2d: 2-D convolution of an (N, Cin, H, W) input with a fresh weight; kernel_size, stride, "
+                   "padding, dilation, groups and the output channels are solved (F.conv2d)")
     n = 2
 
 
 @register
 class Conv3d(Conv):
+    description = ("Conv3d: 3-D convolution of an (N, Cin, D, H, W) input with a fresh weight; kernel_size, "
+                   "stride, padding, dilation, groups and the output channels are solved (F.conv3d)")
     n = 3
 
 
 @register
 class ConvTranspose1d(Conv):
+    description = ("ConvTranspose1d: 1-D transposed convolution of an (N, Cin, L) input with a fresh weight; "
+                   "kernel_size, stride, padding, output_padding, dilation, groups and the output channels are "
+                   "solved (F.conv_transpose1d)")
     n, transposed = 1, True
 
 
 @register
 class ConvTranspose2d(Conv):
+    description = ("ConvTranspose2d: 2-D transposed convolution of an (N, Cin, H, W) input with a fresh weight; "
+                   "kernel_size, stride, padding, output_padding, dilation, groups and the output channels are "
+                   "solved (F.conv_transpose2d)")
     n, transposed = 2, True
 
 
 @register
 class ConvTranspose3d(Conv):
+    description = ("ConvTranspose3d: 3-D transposed convolution of an (N, Cin, D, H, W) input with a fresh weight; "
+                   "kernel_size, stride, padding, output_padding, dilation, groups and the output channels are "
+                   "solved (F.conv_transpose3d)")
     n, transposed = 3, True

@@ -23,21 +23,25 @@ class Binary(Operator):
 
 @register
 class Add(Binary):
+    description = "Add: a + b, elementwise over two tensors of one shape (torch.add)"
     call = "torch.add({a}, {b})"
 
 
 @register
 class Sub(Binary):
+    description = "Sub: a - b, elementwise over two tensors of one shape (torch.sub)"
     call = "torch.sub({a}, {b})"
 
 
 @register
 class Mul(Binary):
+    description = "Mul: a * b, elementwise over two tensors of one shape (torch.mul)"
     call = "torch.mul({a}, {b})"
 
 
 @register
 class Div(Binary):
+    description = "Div: a / (|b| + 1), elementwise: the guarded denominator keeps every quotient finite (torch.div)"
     # Why the guard: the denominator may be a ReLU output, an ArgMax index or an fp16 randn
     # that rounded to 0; |b| + 1 keeps it >= 1 so the quotient is always finite.
     flops_per_element = 3
@@ -46,16 +50,19 @@ class Div(Binary):
 
 @register
 class Maximum(Binary):
+    description = "Maximum: the larger of a and b, elementwise (torch.maximum)"
     call = "torch.maximum({a}, {b})"
 
 
 @register
 class Minimum(Binary):
+    description = "Minimum: the smaller of a and b, elementwise (torch.minimum)"
     call = "torch.minimum({a}, {b})"
 
 
 @register
 class Lerp(Binary):
+    description = "Lerp: a + weight * (b - a), elementwise; weight drawn from 0.1 to 0.9 (torch.lerp)"
     flops_per_element = 3  # a + w * (b - a)
     call = "torch.lerp({a}, {b}, {weight})"
 

@@ -15,6 +15,7 @@ class Layout(Operator):
 
 @register
 class Transpose(Layout):
+    description = "Transpose: swaps two drawn axes (torch.transpose)"
     keeps_facts = True
     input_ranks = (2, 3, 4, 5)
 
@@ -48,6 +49,8 @@ class Triangle(Layout):
 
 @register
 class Triu(Triangle):
+    description = ("Triu: zeroes the elements below the chosen diagonal of the last two axes; diagonal is solved "
+                   "(torch.triu)")
     fn = "triu"
     makes_facts = frozenset({"sparse", "upper"})
     pointless_on = frozenset({"upper"})
@@ -62,6 +65,8 @@ class Triu(Triangle):
 
 @register
 class Tril(Triangle):
+    description = ("Tril: zeroes the elements above the chosen diagonal of the last two axes; diagonal is solved "
+                   "(torch.tril)")
     fn = "tril"
     makes_facts = frozenset({"sparse", "lower"})
     pointless_on = frozenset({"lower"})
@@ -75,6 +80,8 @@ class Tril(Triangle):
 
 @register
 class Cat(Layout):
+    description = ("Cat: concatenates the input with a second tensor along a drawn axis; the second tensor's "
+                   "length there is solved (torch.cat)")
     arity = 2
 
     def plan(self, b, x, want_ranks):
@@ -96,6 +103,7 @@ class Cat(Layout):
 
 @register
 class Stack(Layout):
+    description = "Stack: stacks the input and a second tensor of its shape along a new drawn axis (torch.stack)"
     arity = 2
     input_ranks = (1, 2, 3, 4)
 

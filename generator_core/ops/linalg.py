@@ -34,6 +34,8 @@ class MatrixProduct(Operator):
 
 @register
 class Matmul(MatrixProduct):
+    description = ("Matmul: the matrix product of a rank 2-4 input (..., M, K) with a fresh (K, N) or batched "
+                   "(..., K, N) operand; N is solved (torch.matmul)")
     input_ranks = (2, 3, 4)
 
     def rhs_batch(self, b, x):
@@ -45,6 +47,8 @@ class Matmul(MatrixProduct):
 
 @register
 class Bmm(MatrixProduct):
+    description = ("Bmm: the batched matrix product of a (B, M, K) input with a fresh (B, K, N) operand; N is "
+                   "solved (torch.bmm)")
     input_ranks = (3,)
 
     def render(self, r):

@@ -37,6 +37,8 @@ class Normalization(Operator):
 
 @register
 class BatchNorm(Normalization):
+    description = ("BatchNorm: normalises each channel (axis 1) to mean 0 and variance 1 over the batch and "
+                   "spatial axes, training-mode statistics, no affine weights (F.batch_norm)")
     input_ranks = (2, 3, 4, 5)
 
     def accepts(self, x):
@@ -58,6 +60,8 @@ class BatchNorm(Normalization):
 
 @register
 class LayerNorm(Normalization):
+    description = ("LayerNorm: normalises over the last 1 to 3 axes (drawn) to mean 0 and variance 1, no affine "
+                   "weights (F.layer_norm)")
     def accepts(self, x):
         return bool(x.free_axes())
 
@@ -78,6 +82,8 @@ class LayerNorm(Normalization):
 
 @register
 class GroupNorm(Normalization):
+    description = ("GroupNorm: normalises each group of channels together with the spatial axes to mean 0 and "
+                   "variance 1; num_groups is solved (F.group_norm)")
     input_ranks = (2, 3, 4, 5)
 
     def accepts(self, x):
@@ -106,6 +112,8 @@ class GroupNorm(Normalization):
 
 @register
 class InstanceNorm(Normalization):
+    description = ("InstanceNorm: normalises each (sample, channel) over its spatial axes to mean 0 and variance 1 "
+                   "(F.instance_norm)")
     input_ranks = (3, 4, 5)
 
     def accepts(self, x):

@@ -57,30 +57,42 @@ class Pool(Operator):
 
 @register
 class AvgPool1d(Pool):
+    description = ("AvgPool1d: the mean of each sliding window over L of an (N, C, L) input; kernel_size, stride "
+                   "and padding are solved (F.avg_pool1d)")
     n, kind = 1, "avg"
 
 
 @register
 class AvgPool2d(Pool):
+    description = ("AvgPool2d: the mean of each sliding window over H, W of an (N, C, H, W) input; kernel_size, "
+                   "stride and padding are solved (F.avg_pool2d)")
     n, kind = 2, "avg"
 
 
 @register
 class AvgPool3d(Pool):
+    description = ("AvgPool3d: the mean of each sliding window over D, H, W of an (N, C, D, H, W) input, computed "
+                   "in float32 for half dtypes; kernel_size, stride and padding are solved (F.avg_pool3d)")
     n, kind = 3, "avg"
     upcast_half = True  # PyTorch's CPU avg_pool3d has no float16 / bfloat16 kernel
 
 
 @register
 class MaxPool1d(Pool):
+    description = ("MaxPool1d: the maximum of each sliding window over L of an (N, C, L) input; kernel_size, "
+                   "stride, padding and dilation are solved (F.max_pool1d)")
     n, kind = 1, "max"
 
 
 @register
 class MaxPool2d(Pool):
+    description = ("MaxPool2d: the maximum of each sliding window over H, W of an (N, C, H, W) input; kernel_size, "
+                   "stride, padding and dilation are solved (F.max_pool2d)")
     n, kind = 2, "max"
 
 
 @register
 class MaxPool3d(Pool):
+    description = ("MaxPool3d: the maximum of each sliding window over D, H, W of an (N, C, D, H, W) input; "
+                   "kernel_size, stride, padding and dilation are solved (F.max_pool3d)")
     n, kind = 3, "max"

@@ -42,18 +42,21 @@ class Reduction(Operator):
 
 @register
 class Sum(Reduction):
+    description = "Sum: the sum along one drawn axis, keepdim drawn (torch.sum)"
     keeps_facts = True
     call = "torch.sum({x}, dim={dim}, keepdim={keepdim})"
 
 
 @register
 class Mean(Reduction):
+    description = "Mean: the mean along one drawn axis, keepdim drawn (torch.mean)"
     keeps_facts = True
     call = "torch.mean({x}, dim={dim}, keepdim={keepdim})"
 
 
 @register
 class Max(Reduction):
+    description = "Max: the maximum along one drawn axis (its values), keepdim drawn (torch.max(...).values)"
     extreme_of_large = True
     makes_facts = frozenset({"extreme"})
     collapses_on = frozenset({"discrete", "clipped"})  # the max of 0/1 indices is 1, of clipped values the bound
@@ -63,6 +66,7 @@ class Max(Reduction):
 
 @register
 class Min(Reduction):
+    description = "Min: the minimum along one drawn axis (its values), keepdim drawn (torch.min(...).values)"
     extreme_of_large = True
     makes_facts = frozenset({"extreme"})
     collapses_on = frozenset({"discrete", "sparse", "clipped"})  # the min of 0/1 indices is 0, of ReLU outputs 0
@@ -72,6 +76,7 @@ class Min(Reduction):
 
 @register
 class Var(Reduction):
+    description = "Var: the unbiased variance along one drawn axis, keepdim drawn (torch.var)"
     makes_facts = frozenset({"concentrated", "nonnegative"})
     flops_per_element = 3  # mean, subtract, square-accumulate
     call = "torch.var({x}, dim={dim}, keepdim={keepdim})"
@@ -79,6 +84,7 @@ class Var(Reduction):
 
 @register
 class Norm(Reduction):
+    description = "Norm: the Euclidean (2-)norm along one drawn axis, keepdim drawn (torch.norm)"
     pointless_on = frozenset({"absolute"})  # even: the norm of |x| is the norm of x
     makes_facts = frozenset({"concentrated", "nonnegative"})
     flops_per_element = 2  # square, accumulate
@@ -119,9 +125,13 @@ class IndexReduction(Reduction):
 
 @register
 class ArgMax(IndexReduction):
+    description = ("ArgMax: the index of the maximum along one drawn axis, keepdim drawn; cast to the input's "
+                   "dtype when another operator reads it (torch.argmax)")
     call = "torch.argmax({x}, dim={dim}, keepdim={keepdim})"
 
 
 @register
 class ArgMin(IndexReduction):
+    description = ("ArgMin: the index of the minimum along one drawn axis, keepdim drawn; cast to the input's "
+                   "dtype when another operator reads it (torch.argmin)")
     call = "torch.argmin({x}, dim={dim}, keepdim={keepdim})"

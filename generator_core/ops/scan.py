@@ -35,11 +35,13 @@ class Scan(Operator):
 
 @register
 class CumSum(Scan):
+    description = "CumSum: the running sum along one drawn axis (torch.cumsum)"
     call = "torch.cumsum({x}, dim={dim})"
 
 
 @register
 class CumMax(Scan):
+    description = "CumMax: the running maximum along one drawn axis, its values (torch.cummax(...).values)"
     extreme_of_large = True
     makes_facts = frozenset({"monotone"})
     with_indices = True
@@ -48,6 +50,7 @@ class CumMax(Scan):
 
 @register
 class CumMin(Scan):
+    description = "CumMin: the running minimum along one drawn axis, its values (torch.cummin(...).values)"
     extreme_of_large = True
     makes_facts = frozenset({"monotone"})
     with_indices = True
