@@ -48,11 +48,11 @@ def test_generate_writes_jsonl_with_hyphenated_flags(tmp_path):
 
 
 def test_bad_spec_exits_2_naming_the_field(tmp_path):
-    """An invalid spec exits 2 with `error: invalid spec: <field>: ...` on stderr."""
+    """An invalid spec exits 2 with `error: invalid spec: <flag>: ...` on stderr."""
     done = tcgen("sample", "--level", "2", "--min_flops", "100", "--max_flops", "10")
-    assert done.returncode == 2 and "error: invalid spec: min_flops:" in done.stderr
+    assert done.returncode == 2 and "error: invalid spec: --min_flops:" in done.stderr
     done = tcgen("generate", "--output_file", str(tmp_path / "x.jsonl"), "--level", "2", "--ops", "Foo")
-    assert done.returncode == 2 and "invalid spec: ops: unknown operator(s) Foo" in done.stderr
+    assert done.returncode == 2 and "invalid spec: --ops: unknown operator(s) Foo" in done.stderr
 
 
 def test_resume_completes_a_truncated_file(tmp_path):
