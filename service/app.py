@@ -15,9 +15,9 @@ from starlette.exceptions import HTTPException
 from generator_core import GenerationSpec
 from service.api import health, jobs, ops, samples
 from service.api.body import Rejected
-from service.api.deps import require_api_key
+from service.api.deps import DeviceDefaults, require_api_key
 from service.dispatcher import Dispatcher
-from service.engine import Engine, default_program_bytes
+from service.engine import Engine, device_defaults
 from service.jobs.store import JobStore
 from service.metrics import Metrics
 from service.middleware import ApiKeyGate, BodyLimit, HeadAsGet, IdentityEncoding
@@ -108,9 +108,9 @@ def _store_unavailable(request: Request, exc: sqlite3.OperationalError) -> JSONR
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    device = device_defaults(settings.device, settings.backend)  # builds the backend once, here
     if settings.max_total_bytes is None:
-        settings = settings.model_copy(
-            update={"max_total_bytes": default_program_bytes(settings.device, settings.backend)})
+        settings = settings.model_copy(update={"max_total_bytes": device["max_total_bytes"]})
     metrics = Metrics()
 
     @asynccontextmanager
@@ -130,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="tcgen", version="0.1.0", lifespan=lifespan,
                   description="Synthetic PyTorch kernel-training programs, solved with CP-SAT and validated.")
     app.state.settings, app.state.metrics = settings, metrics
+    app.state.device_defaults = DeviceDefaults.of(device, settings)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _spec_error)
     app.add_exception_handler(HTTPException, _http_error)

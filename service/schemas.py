@@ -7,17 +7,21 @@ import json
 import secrets
 from typing import Any, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from generator_core import GenerationSpec
+from generator_core.spec import MAX_FLOPS_LIMIT
 
 NDJSON = "application/x-ndjson"
+DEFAULT_WINDOW = ("default (null): the validating device's window: 2**16..2**22 on a CPU, 2**34..2**35 on a GPU "
+                  "(ending at TCGEN_MAX_FLOPS where that is lower); each sample, a job's spec and POST "
+                  "/v1/samples' X-Tcgen-Min-Flops and X-Tcgen-Max-Flops headers say what it was")
 
 
 class SampleRequest(GenerationSpec):
     """A spec for POST /v1/samples and POST /v1/jobs: `level` or `op_sequence` (or both).
     `seed` is drawn by the server (and returned) when omitted, so two requests without one
-    get different samples. Strict types: true, "1" and 1.0 are not integers, 1 and "true"
+    get different samples; a FLOPs bound left out is the validating device's. Strict types: true, "1" and 1.0 are not integers, 1 and "true"
     not booleans (a JSON body has the types it means)."""
 
     model_config = ConfigDict(strict=True, json_schema_extra={
@@ -33,8 +37,24 @@ class SampleRequest(GenerationSpec):
 
     seed: int | None = Field(None, ge=0, lt=2**63, description="everything random derives from (seed, index); "
                              "drawn by the server when omitted")
+    min_flops: int | None = Field(None, ge=0, le=MAX_FLOPS_LIMIT, description="a sample's least FLOPs; "
+                                  + DEFAULT_WINDOW)
+    max_flops: int | None = Field(None, ge=0, le=MAX_FLOPS_LIMIT, description="a sample's most FLOPs; "
+                                  + DEFAULT_WINDOW)
+
+    @model_validator(mode="after")
+    def _satisfiable(self):
+        """GenerationSpec's checks (this replaces its validator of the same name), with an
+        unset FLOPs bound standing for any value: the server fills it in from its device's
+        window and checks the whole again (api.deps.resolve_spec)."""
+        GenerationSpec._satisfiable(self.model_copy(update={
+            "min_flops": 0 if self.min_flops is None else self.min_flops,
+            "max_flops": MAX_FLOPS_LIMIT if self.max_flops is None else self.max_flops}))
+        return self
 
     def to_spec(self) -> GenerationSpec:
+        """The engine's spec; a seed drawn if none was given. The FLOPs window must be set by
+        now (resolve_spec fills in the server's default)."""
         fields = self.model_dump(by_alias=True)
         if fields["seed"] is None:
             fields["seed"] = secrets.randbelow(2**31)

@@ -20,8 +20,10 @@ import jsonschema
 import pytest
 import yaml
 
+from service.api.deps import DeviceDefaults
 from service.local_server import LocalServer
 from service.openapi import SCHEMA_PATH
+from service.settings import Settings
 
 KEY = "edge-clé-ü"
 AUTH = {"X-API-Key": KEY.encode()}  # httpx sends bytes as they are: the key in UTF-8
@@ -378,3 +380,15 @@ def test_the_schema_documents_the_default_window(client):
         assert fields[field].get("default") is None and "2**16..2**22 on a CPU" in fields[field]["description"]
     headers = schema["paths"]["/v1/samples"]["post"]["responses"]["200"]["headers"]
     assert {"X-Tcgen-Seed", "X-Tcgen-Min-Flops", "X-Tcgen-Max-Flops"} <= set(headers)
+
+
+@pytest.mark.parametrize("device, cap, window", [
+    ({"min_flops": 2**16, "max_flops": 2**22}, 2**40, (2**16, 2**22)),
+    ({"min_flops": 2**16, "max_flops": 2**22}, 2**20, (2**14, 2**20)),
+    ({"min_flops": 2**34, "max_flops": 2**35}, 2**30, (2**29, 2**30)),
+    ({"min_flops": 2**34, "max_flops": 2**35}, 2**35, (2**34, 2**35))])
+def test_the_default_window_ends_at_the_flops_cap(device, cap, window):
+    """A request that names no window is never over TCGEN_MAX_FLOPS: the device's window
+    ends at the cap where that is lower, as wide as it was."""
+    defaults = DeviceDefaults.of({**device, "max_total_bytes": 2**30}, Settings(max_flops=cap, max_total_bytes=2**24))
+    assert (defaults.min_flops, defaults.max_flops, defaults.max_total_bytes) == (*window, 2**24)

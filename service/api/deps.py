@@ -1,12 +1,17 @@
-"""Shared dependencies: the API key check, the app's parts, caps, and get_job_or_404."""
+"""Shared dependencies: the API key check, the app's parts, caps, the device's defaults
+of a spec, and get_job_or_404."""
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+
+from generator_core import GenerationSpec
 
 from service.dispatcher import Dispatcher
 from service.jobs.store import JobRecord, JobStore
@@ -57,12 +62,13 @@ def key_matches(settings: Settings, given: str | None) -> bool:
 
 def check_caps(request: SampleRequest, settings: Settings, count_cap: str) -> None:
     """Caps from settings (`count_cap` names the one for count: max_sync_count or
-    max_job_count), each failure a 422 naming its field, like any other bad spec."""
+    max_job_count) on what the request asked for, each failure a 422 naming its field, like
+    any other bad spec. (The defaults it leaves to the server are within them.)"""
     problems = []
     max_count = getattr(settings, count_cap)
     if request.count > max_count:
         problems.append(("count", f"{request.count} is above the {max_count} allowed here (TCGEN_{count_cap.upper()})"))
-    if request.max_flops > settings.max_flops:
+    if request.max_flops is not None and request.max_flops > settings.max_flops:
         problems.append(("max_flops", f"{request.max_flops} is above this service's cap {settings.max_flops}"))
     cap = settings.max_total_bytes
     if cap is not None and "max_total_bytes" in request.model_fields_set and request.max_total_bytes > cap:
@@ -72,11 +78,48 @@ def check_caps(request: SampleRequest, settings: Settings, count_cap: str) -> No
                                       for field, msg in problems])
 
 
-def apply_device_default(request: SampleRequest, settings: Settings) -> SampleRequest:
-    """A request that leaves max_total_bytes unset gets what the validating device holds."""
-    if "max_total_bytes" in request.model_fields_set or settings.max_total_bytes is None:
-        return request
-    return request.model_copy(update={"max_total_bytes": settings.max_total_bytes})
+@dataclass(frozen=True)
+class DeviceDefaults:
+    """What a request leaves unset and the validating device decides, fixed at start-up
+    (create_app): max_total_bytes (TCGEN_MAX_TOTAL_BYTES, else what the device holds) and
+    the FLOPs window (service.engine.device_defaults: 2**16..2**22 on a CPU, 2**34..2**35 on
+    a GPU), which ends at TCGEN_MAX_FLOPS where that is lower, as wide (max/min) as before."""
+
+    max_total_bytes: int
+    min_flops: int
+    max_flops: int
+
+    @classmethod
+    def of(cls, device: dict[str, int], settings: Settings) -> DeviceDefaults:
+        high = min(device["max_flops"], settings.max_flops)
+        low = high * device["min_flops"] // device["max_flops"]
+        return cls(max_total_bytes=settings.max_total_bytes or device["max_total_bytes"], min_flops=low,
+                   max_flops=high)
+
+
+def get_defaults(request: Request) -> DeviceDefaults:
+    return request.app.state.device_defaults
+
+
+def resolve_spec(request: SampleRequest, defaults: DeviceDefaults, where: str = "body") -> GenerationSpec:
+    """The spec the engine runs: what the request leaves unset (max_total_bytes, min_flops,
+    max_flops) is the server's default for its validating device. A bound given alone that
+    its partner's default contradicts is a 422 naming it and saying so; GenerationSpec then
+    checks the whole (SampleRequest checked the rest with the unset bound open)."""
+    unset = {f: getattr(defaults, f) for f in ("min_flops", "max_flops") if getattr(request, f) is None}
+    if "max_total_bytes" not in request.model_fields_set:
+        unset["max_total_bytes"] = defaults.max_total_bytes
+    resolved = request.model_copy(update=unset)
+    if resolved.min_flops > resolved.max_flops:  # so one bound was given, against the other's default
+        given, other = ("max_flops", "min_flops") if "min_flops" in unset else ("min_flops", "max_flops")
+        raise RequestValidationError([{"loc": (where, given), "type": "value_error", "msg": (
+            f"{getattr(resolved, given)} is {'below' if given == 'max_flops' else 'above'} {other} {unset[other]}, "
+            f"this server's default (its validating device's window is {defaults.min_flops}..{defaults.max_flops}); "
+            f"give {other} too")}])
+    try:
+        return resolved.to_spec()
+    except ValidationError as err:
+        raise RequestValidationError([{**e, "loc": (where, *e["loc"])} for e in err.errors()]) from None
 
 
 def get_job_or_404(job_id: str, store: Annotated[JobStore, Depends(get_store)]) -> JobRecord:
@@ -89,4 +132,5 @@ def get_job_or_404(job_id: str, store: Annotated[JobStore, Depends(get_store)]) 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+DefaultsDep = Annotated[DeviceDefaults, Depends(get_defaults)]
 JobDep = Annotated[JobRecord, Depends(get_job_or_404)]

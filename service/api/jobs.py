@@ -16,8 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator, WithJsonSchema
 
 from service.api.body import JsonBodyRoute
-from service.api.deps import (DispatcherDep, JobDep, SettingsDep, StoreDep, apply_device_default,
-                              check_caps)
+from service.api.deps import DefaultsDep, DispatcherDep, JobDep, SettingsDep, StoreDep, check_caps, resolve_spec
 from service.dispatcher import QueueFull
 from service.jobs.store import FINISHED, IdempotencyConflict, JobRecord, JobStore
 from service.schemas import (NDJSON, JobList, JobRead, SampleBatch, SampleRequest, batch_json, documented_header,
@@ -70,10 +69,12 @@ def _status_response(job: JobRecord, response: Response, status: int = 200) -> J
              responses={202: {"description": "accepted", "headers": LOCATION, "links": JOB_LINKS},
                         200: {"model": JobRead, "description": "the job this Idempotency-Key already made",
                               "headers": LOCATION, "links": JOB_LINKS}, **errors(413, 415, 429, 503)})
-def create_job(body: SampleRequest, response: Response, settings: SettingsDep, store: StoreDep,
-               dispatcher: DispatcherDep, idempotency_key: IdempotencyKey = None):
+def create_job(body: SampleRequest, response: Response, settings: SettingsDep, defaults: DefaultsDep,
+               store: StoreDep, dispatcher: DispatcherDep, idempotency_key: IdempotencyKey = None):
     """Runs `count` samples in the background; results persist as they arrive. The same
-    `Idempotency-Key` with the same body returns the same job (200); with another body, 422."""
+    `Idempotency-Key` with the same body returns the same job (200); with another body, 422.
+    A FLOPs bound the body leaves out is the server's default for its validating device;
+    the job's spec says which window it got. (The key's body is what the client sent.)"""
     check_caps(body, settings, "max_job_count")
     request_hash = hashlib.sha256(body.model_dump_json(by_alias=True).encode()).hexdigest()
     if idempotency_key is not None:
@@ -82,7 +83,7 @@ def create_job(body: SampleRequest, response: Response, settings: SettingsDep, s
             return _same_job(existing, request_hash, response)
     if dispatcher.draining:
         raise HTTPException(503, "the service is shutting down; retry later", headers={"Retry-After": "5"})
-    spec = apply_device_default(body, settings).to_spec()
+    spec = resolve_spec(body, defaults)
     try:
         with dispatcher.job_slot() as submit:  # held from the cap check until the job is queued
             job = store.create_job(job_id=uuid.uuid4().hex, spec_json=spec.model_dump_json(by_alias=True),
