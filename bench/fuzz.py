@@ -37,7 +37,7 @@ def run_schemathesis(url: str, examples: int, workers: int, report: Path) -> tup
     cmd = [str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(config), "--no-color", "run",
            str(SCHEMA_PATH), "--url", url, "--checks", "all", "--max-examples", str(examples),
            "--workers", str(workers), "--report", "ndjson", "--report-ndjson-path", str(report)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=report.parent)  # its cache stays there too
     return proc.returncode, proc.stdout + proc.stderr
 
 
