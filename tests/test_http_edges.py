@@ -299,6 +299,7 @@ def test_typed_query_values_still_make_a_spec(client):
     """GET /v1/samples builds its spec from query values FastAPI has already typed."""
     r = client.get("/v1/samples", params={"level": 1, "seed": "2", "index": "3", "min_flops": str(LO)})
     assert r.status_code == 200 and r.json()["samples"][0]["index"] == 3, r.text
+    named(client.get("/v1/samples", params={"level": 0, "max_flops": 2 * HI}), ["query", "max_flops"])  # was "body"
 
 
 # -- 2f. Idempotency-Key: 1 to 200 printable ASCII characters --------------------------------------

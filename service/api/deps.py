@@ -60,7 +60,7 @@ def key_matches(settings: Settings, given: str | None) -> bool:
     return secrets.compare_digest(sent, settings.api_key.get_secret_value().encode("utf-8", "surrogatepass"))
 
 
-def check_caps(request: SampleRequest, settings: Settings, count_cap: str) -> None:
+def check_caps(request: SampleRequest, settings: Settings, count_cap: str, where: str = "body") -> None:
     """Caps from settings (`count_cap` names the one for count: max_sync_count or
     max_job_count) on what the request asked for, each failure a 422 naming its field, like
     any other bad spec. (The defaults it leaves to the server are within them.)"""
@@ -74,7 +74,7 @@ def check_caps(request: SampleRequest, settings: Settings, count_cap: str) -> No
     if cap is not None and "max_total_bytes" in request.model_fields_set and request.max_total_bytes > cap:
         problems.append(("max_total_bytes", f"{request.max_total_bytes} is above this service's cap {cap}"))
     if problems:
-        raise RequestValidationError([{"loc": ("body", field), "msg": msg, "type": "value_error"}
+        raise RequestValidationError([{"loc": (where, field), "msg": msg, "type": "value_error"}
                                       for field, msg in problems])
 
 

@@ -11,6 +11,7 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from service.api.body import JsonBodyRoute
 from generator_core import GenerationSpec
+from generator_core.spec import MAX_FLOPS_LIMIT
 from service.api.deps import DefaultsDep, DeviceDefaults, DispatcherDep, SettingsDep, check_caps, resolve_spec
 from service.dispatcher import Dispatcher, QueueFull
 from service.engine import Outcome
@@ -42,7 +43,7 @@ def _batch_json(seed: int, outcomes: list[Outcome]) -> str:
 
 
 def _prepare(body: SampleRequest, settings: Settings, defaults: DeviceDefaults, where: str = "body") -> GenerationSpec:
-    check_caps(body, settings, "max_sync_count")
+    check_caps(body, settings, "max_sync_count", where)
     return resolve_spec(body, defaults, where)
 
 
@@ -87,8 +88,10 @@ async def create_samples(body: SampleRequest, request: Request, settings: Settin
             responses={200: {"content": {"text/x-python": {}}}, **errors(429, 503)})
 async def read_sample(settings: SettingsDep, defaults: DefaultsDep, dispatcher: DispatcherDep,
                       level: int = Query(..., ge=0, le=4), seed: int | None = Query(None, ge=0, lt=2**63),
-                      index: int = Query(0, ge=0, lt=2**63), min_flops: int = Query(2**16, ge=0),
-                      max_flops: int = Query(2**22, ge=0), dtype: Literal["float32", "float16", "bfloat16"] = "float32",
+                      index: int = Query(0, ge=0, lt=2**63),
+                      min_flops: int = Query(2**16, ge=0, le=MAX_FLOPS_LIMIT),
+                      max_flops: int = Query(2**22, ge=0, le=MAX_FLOPS_LIMIT),
+                      dtype: Literal["float32", "float16", "bfloat16"] = "float32",
                       topology: Literal["dag", "chain"] = "dag",
                       format: Literal["json", "py", "kernelbench"] = "json"):
     """The sample at `index`. The FLOPs window defaults to 2**16..2**22 here (quick to
