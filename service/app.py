@@ -146,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Inside count_requests: that one hands the body on through a task group, which would wrap
     # BodyLimit's 413 in an ExceptionGroup that FastAPI turns into a 400.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # Outside BodyLimit: a compressed body is refused before any of it is read.
     app.add_middleware(IdentityEncoding)
     # Outside BodyLimit and the routes: a request without the key is turned away before any
     # of its body is read or parsed.

@@ -12,7 +12,6 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import ValidationError
 
 from generator_core import GenerationSpec
-
 from service.dispatcher import Dispatcher
 from service.jobs.store import JobRecord, JobStore
 from service.schemas import SampleRequest
@@ -83,7 +82,7 @@ class DeviceDefaults:
     """What a request leaves unset and the validating device decides, fixed at start-up
     (create_app): max_total_bytes (TCGEN_MAX_TOTAL_BYTES, else what the device holds) and
     the FLOPs window (service.engine.device_defaults: 2**16..2**22 on a CPU, 2**34..2**35 on
-    a GPU), which ends at TCGEN_MAX_FLOPS where that is lower, as wide (max/min) as before."""
+    a GPU), which ends at TCGEN_MAX_FLOPS where that is lower, keeping its ratio max/min."""
 
     max_total_bytes: int
     min_flops: int

@@ -9,9 +9,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
-from service.api.body import JsonBodyRoute
 from generator_core import GenerationSpec
 from generator_core.spec import MAX_FLOPS_LIMIT
+from service.api.body import JsonBodyRoute
 from service.api.deps import DefaultsDep, DeviceDefaults, DispatcherDep, SettingsDep, check_caps, resolve_spec
 from service.dispatcher import Dispatcher, QueueFull
 from service.engine import Outcome
