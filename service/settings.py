@@ -2,7 +2,6 @@
 variables (pydantic-settings); CLI flags override single fields."""
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 from pydantic import Field, SecretStr

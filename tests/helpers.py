@@ -5,11 +5,13 @@ import shutil
 import sys
 import time
 from functools import lru_cache
+from typing import Iterator
 
 import httpx
 import torch
 
 from generator_core import OPERATORS, GenerationSpec, Sample, generate
+from service.local_server import LocalServer
 
 LO, HI = 2**16, 2**22  # small window: every test stays fast on two CPU cores
 SMALL = {"min_flops": LO, "max_flops": HI}
@@ -72,3 +74,11 @@ def ndjson_results(client: httpx.Client, job_id: str) -> bytes:
     r = client.get(f"/v1/jobs/{job_id}/samples", headers={"Accept": "application/x-ndjson"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
     return r.content
+
+
+def served(tmp_path_factory, name: str, **server_args) -> Iterator[LocalServer]:
+    """A module's server (a module-scoped fixture yields from this): a real `tcgen serve` on
+    a fresh SQLite file, which must stop cleanly (exit 0) when the module is done."""
+    s = LocalServer(tmp_path_factory.mktemp(name) / "jobs.db", **server_args).start()
+    yield s
+    assert s.stop() == 0, s.log()

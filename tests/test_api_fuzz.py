@@ -34,7 +34,7 @@ from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.core.failures import FailureGroup
 
-from service.local_server import LocalServer
+from helpers import served
 from service.openapi import SCHEMA_PATH
 
 KEY = "fuzz-key"
@@ -84,9 +84,7 @@ def location_names_the_job(ctx, response, case):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = LocalServer(tmp_path_factory.mktemp("fuzz") / "jobs.db", workers=1, env=ENV).start()
-    yield s
-    assert s.stop() == 0, s.log()
+    yield from served(tmp_path_factory, "fuzz", workers=1, env=ENV)
 
 
 @pytest.fixture(scope="module")

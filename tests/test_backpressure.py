@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from helpers import SMALL, wait_finished
+from helpers import SMALL, served, wait_finished
 from service.local_server import LocalServer
 
 # Level-0 programs of zero-FLOP operators (Cat, Transpose, Triu, ...) are not bounded by the
@@ -27,10 +27,8 @@ CAP = {"TCGEN_MAX_TOTAL_BYTES": str(64 * 2**20)}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = LocalServer(tmp_path_factory.mktemp("bp") / "jobs.db", workers=1,
-                    env={"TCGEN_MAX_PENDING_SYNC": "1", "TCGEN_MAX_QUEUED_JOBS": "1", **CAP}).start()
-    yield s
-    assert s.stop() == 0, s.log()
+    yield from served(tmp_path_factory, "bp", workers=1,
+                      env={"TCGEN_MAX_PENDING_SYNC": "1", "TCGEN_MAX_QUEUED_JOBS": "1", **CAP})
 
 
 def burst(url: str, requests: list[tuple[str, str, dict]]) -> list[httpx.Response]:

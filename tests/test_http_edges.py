@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from service.api.deps import DeviceDefaults
+from helpers import served
 from service.local_server import LocalServer
 from service.openapi import SCHEMA_PATH
 from service.settings import Settings
@@ -36,9 +37,7 @@ SMALL = {"min_flops": LO, "max_flops": HI}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = LocalServer(tmp_path_factory.mktemp("edges") / "jobs.db", workers=1, env=ENV).start()
-    yield s
-    assert s.stop() == 0, s.log()
+    yield from served(tmp_path_factory, "edges", workers=1, env=ENV)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 import generator_core.solve as solve_module
 from generator_core import OPERATORS, GenerationError, GenerationSpec, generate
 from generator_core.generate import MAX_ATTEMPTS
-from helpers import HI, LO
+from helpers import HI, LO, served
 from service.api.deps import require_api_key
 from service.app import create_app
 from service.local_server import LocalServer
@@ -60,10 +60,8 @@ PAGE_LIMITS = ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/samples")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """API key and small caps; started without TCGEN_HOST."""
-    s = LocalServer(tmp_path_factory.mktemp("sec") / "sec.db", workers=1,
-                    env={"TCGEN_API_KEY": KEY, **{k: str(v) for k, v in CAPS.items()}}).start()
-    yield s
-    assert s.stop() == 0, s.log()
+    yield from served(tmp_path_factory, "sec", workers=1,
+                      env={"TCGEN_API_KEY": KEY, **{k: str(v) for k, v in CAPS.items()}})
 
 
 @pytest.fixture(scope="module")
@@ -412,6 +410,8 @@ ALLOWED = {
     ("generator_core/grade_worker.py", "_load_module", "importlib.util.spec_from_file_location"):
         "the grader's child loads the sample's program and the candidate of grade()'s caller (tcgen grade, the "
         "verl reward function) in its own process, with a time and memory limit; never reached from the service",
+    ("generator_core/__init__.py", "__getattr__", "importlib.import_module"):
+        "imports one of the package's own submodules, from the constant _WHERE map, for a name in it",
     ("service/local_server.py", "LocalServer.start", "subprocess.Popen"):
         "a fixed argv list (sys.executable -m service.cli serve, ints and a path from the test), no shell",
     ("service/engine/workers.py", "_release_memory", "ctypes.CDLL"): "the constant 'libc.so.6', for malloc_trim",

@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from helpers import SMALL, wait_finished
+from helpers import SMALL, served, wait_finished
 from service.local_server import LocalServer
 
 HEADER_S, BODY_S, MAX_CONNECTIONS = 1.0, 2.0, 64
@@ -24,9 +24,7 @@ EDGES = {"TCGEN_HEADER_TIMEOUT_SECONDS": str(HEADER_S), "TCGEN_BODY_TIMEOUT_SECO
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = LocalServer(tmp_path_factory.mktemp("edges") / "jobs.db", workers=1, env=EDGES).start()
-    yield s
-    assert s.stop() == 0, s.log()
+    yield from served(tmp_path_factory, "edges", workers=1, env=EDGES)
 
 
 def _connect(server: LocalServer, data: bytes = b"") -> socket.socket:
@@ -52,8 +50,8 @@ def _rss_mb(server: LocalServer) -> float:
 def test_a_body_that_never_finishes_gets_408_and_holds_no_engine_slot(server):
     """Content-Length 500 and 70 bytes sent: held open indefinitely on main. Now 408 after
     TCGEN_BODY_TIMEOUT_SECONDS, and meanwhile a sample request is served at once."""
-    head = (f"POST /v1/samples HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: 500\r\n\r\n").encode()
+    head = ("POST /v1/samples HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: 500\r\n\r\n").encode()
     slow = [_connect(server, head + b'{"level": 0, ' + b" " * 57) for _ in range(8)]
     started = time.monotonic()
     r = httpx.post(server.url + "/v1/samples", json={"level": 0, "seed": 1, **SMALL}, timeout=60)

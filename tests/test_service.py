@@ -9,7 +9,7 @@ import httpx
 import pytest
 import yaml
 
-from helpers import JOB_SPEC, SMALL, ndjson_results, wait_finished
+from helpers import JOB_SPEC, SMALL, ndjson_results, served, wait_finished
 from service.local_server import LocalServer
 from service.openapi import SCHEMA_PATH, render_schema
 
@@ -17,9 +17,7 @@ from service.openapi import SCHEMA_PATH, render_schema
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = LocalServer(tmp_path_factory.mktemp("svc") / "jobs.db").start()
-    yield s
-    assert s.stop() == 0, s.log()
+    yield from served(tmp_path_factory, "svc")
 
 
 @pytest.fixture(scope="module")
