@@ -309,7 +309,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in dict(host=args.host, port=args.port, solver_workers=args.solver_workers,
                                        db_path=args.db, device=args.device, backend=args.backend).items()
                  if v is not None}
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as err:  # a TCGEN_* variable, named as the environment spells it
+        problems = "; ".join(f"TCGEN_{'_'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in err.errors())
+        print(f"error: settings: {problems}", file=sys.stderr)
+        return 2
     serve(create_app(settings), settings)
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,3 +44,11 @@ class Settings(BaseSettings):
     job_ttl_seconds: float = Field(7 * 24 * 3600, gt=0, description="finished jobs are deleted after this")
     expiry_interval_seconds: float = Field(60.0, gt=0, description="how often finished jobs past their TTL "
                                            "are looked for and deleted")
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_empty(cls, key: SecretStr | None) -> SecretStr | None:
+        # TCGEN_API_KEY= (set, empty) would otherwise lock every client out of every route.
+        if key is not None and not key.get_secret_value():
+            raise ValueError("set but empty: unset it to serve without a key, or give a key")
+        return key

@@ -5,15 +5,17 @@ connections than allowed (service/server.py); workers left behind by a server ki
 from __future__ import annotations
 
 import json
+import os
 import resource
 import socket
+import subprocess
 import time
 
 import httpx
 import psutil
 import pytest
 
-from helpers import SMALL, served, wait_finished
+from helpers import SMALL, TCGEN, served, wait_finished
 from service.local_server import LocalServer
 
 HEADER_S, BODY_S, MAX_CONNECTIONS = 1.0, 2.0, 64
@@ -165,3 +167,18 @@ def test_workers_exit_quietly_when_the_server_is_killed(tmp_path):
     assert not alive and waited < 5, (alive, waited)
     assert "Traceback" not in s.log_path.read_text(), s.log()
     print(f"workers gone {waited:.2f} s after kill -9 of the server")
+
+
+@pytest.mark.parametrize("variable, value, says", [
+    ("TCGEN_API_KEY", "", "TCGEN_API_KEY: set but empty"),
+    ("TCGEN_MAX_CONNECTIONS", "0", "TCGEN_MAX_CONNECTIONS: Input should be greater than or equal to 1"),
+    ("TCGEN_HEADER_TIMEOUT_SECONDS", "soon", "TCGEN_HEADER_TIMEOUT_SECONDS: Input should be a valid number"),
+])
+def test_a_bad_setting_is_one_error_line_naming_the_variable(variable, value, says):
+    """An empty TCGEN_API_KEY served every protected route as 401 to every client; a bad
+    setting was reported as an 'invalid spec'. Now: exit 2, the variable named, no server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TCGEN_")}
+    done = subprocess.run([*TCGEN, "serve", "--port", "1"], env={**env, variable: value}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith(f"error: settings: {says}"), done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
