@@ -10,7 +10,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
+
 logging.getLogger("tcgen").addHandler(logging.NullHandler())
+
+
+class AccessFields(logging.Filter):
+    """uvicorn's access line as fields too: it logs '%s - "%s %s HTTP/%s" %d' with (client,
+    method, path, http version, status) as the record's args."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) == 5:
+            record.client, record.method, record.path, _, record.status = record.args
+        return True
+
 
 _HANDLERS = {"handlers": ["stderr"], "level": "INFO", "propagate": False}
 LOG_CONFIG: dict[str, Any] = {
@@ -18,10 +31,15 @@ LOG_CONFIG: dict[str, Any] = {
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "pythonjsonlogger.json.JsonFormatter",
                             "fmt": "%(levelname)s %(name)s %(message)s", "timestamp": "time",
-                            "rename_fields": {"levelname": "level", "name": "logger"}}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
-    "loggers": {"uvicorn": _HANDLERS, "uvicorn.error": {"level": "INFO"}, "uvicorn.access": _HANDLERS,
-                "tcgen": _HANDLERS},
+                            "rename_fields": {"levelname": "level", "name": "logger"},
+                            # uvicorn's copy of each message with terminal colour codes
+                            "reserved_attrs": [*RESERVED_ATTRS, "color_message"]}},
+    "filters": {"access_fields": {"()": AccessFields}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+                 "access": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr",
+                            "filters": ["access_fields"]}},
+    "loggers": {"uvicorn": _HANDLERS, "uvicorn.error": {"level": "INFO"},
+                "uvicorn.access": {**_HANDLERS, "handlers": ["access"]}, "tcgen": _HANDLERS},
 }
 
 

@@ -138,7 +138,9 @@ def test_the_log_is_json_with_engine_job_and_worker_events(tmp_path):
     assert sum(r["event"] == "worker.restarted" for r in events) == 3
     given_up = [r for r in events if r["event"] == "index.given_up"]
     assert [r["index"] for r in given_up] == [1] and "given up" in given_up[0]["message"]
-    assert any(r["logger"] == "uvicorn.access" for r in records)
+    access = [r for r in records if r["logger"] == "uvicorn.access"]
+    assert any(r["method"] == "POST" and r["path"] == "/v1/jobs" and r["status"] == 202 for r in access), access[:3]
+    assert not any("color_message" in r for r in records)
 
 
 def _running(process: psutil.Process) -> bool:
