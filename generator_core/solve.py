@@ -114,7 +114,7 @@ def flops_terms(graph: Graph) -> list[list[Term]]:
 
 
 def build_model(graph: Graph, limits: Limits, min_flops: int, banded: str):
-    """banded: "all" (dims and parameters), "params" (parameters only) or "none"."""
+    """banded: "all" (each Var kept within its band, dims and parameters) or "none"."""
     m = ShapeModel(cap=max(limits.max_flops, limits.max_tensor_numel), dtype=limits.dtype)
     for node in graph.nodes:
         node.op.constrain(node, m)
@@ -133,7 +133,7 @@ def build_model(graph: Graph, limits: Limits, min_flops: int, banded: str):
         iv = m.v(var)
         if var.hint is not None:
             m.model.add_hint(iv, var.hint)
-        if var.band is not None and (banded == "all" or (banded == "params" and var.is_param)):
+        if var.band is not None and banded == "all":
             m.add(iv >= var.band[0])
             m.add(iv <= var.band[1])
     return m, flops

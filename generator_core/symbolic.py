@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_DIM = 8192  # the original's per-dimension limit
-MAX_RANK = 5
 MIN_NUMEL = 2**5
 
 # What wiring knows about a tensor's values, so it never feeds an operator values it turns

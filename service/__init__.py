@@ -1,1 +1,2 @@
-"""tcgen service side: CLI now; engine and REST API in later issues."""
+"""tcgen's running parts: the command line (cli.py), the engine (engine/), the REST service
+(app.py, api/, server.py) and its client (client.py). See the README's Layout."""

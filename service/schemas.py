@@ -82,7 +82,9 @@ class Readiness(BaseModel):
     error: str | None = Field(None, description="why the engine failed to start, if it did")
 
 
-class Progress(BaseModel):
+class JobProgress(BaseModel):
+    """A job's counts (the engine's own running tally is service.engine.Progress)."""
+
     total: int
     completed: int
     failed: int
@@ -92,7 +94,7 @@ class JobRead(BaseModel):
     id: str
     state: Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
     spec: dict[str, Any]
-    progress: Progress
+    progress: JobProgress
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
