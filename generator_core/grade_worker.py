@@ -271,8 +271,6 @@ def _setup(request: dict) -> None:
 def grade(request: dict, workdir: str, stage: Stage) -> dict:
     """The verdict as a dict of GradeResult's fields. The candidate's failures are caught
     here; the reference's propagate (main reports them as not graded)."""
-    import torch
-
     task, device = request["task"], request["device"]
     result = {"compiled": False, "correct": False, "graded": True, "reason": None, "max_error": None, "seeds": [],
               "device": "cuda" if device.startswith("cuda") else device, "device_name": _device_name(device)}
@@ -281,43 +279,24 @@ def grade(request: dict, workdir: str, stage: Stage) -> dict:
     reference = _load_module(os.path.join(workdir, "reference.py"), "tcgen_reference")
     ref_flags = Flags()
     stage("loading the candidate")
-    try:
-        candidate = _load_module(os.path.join(workdir, "candidate.py"), "tcgen_candidate")
-        ref_entry, cand_entry = _entry_points(task, candidate)
-    except BaseException as exc:  # noqa: BLE001 - SystemExit and the like from the candidate's module too
-        if _is_memory_error(exc):
-            return {**result, "reason": f"memory limit: {_describe(exc)} (loading the candidate)"}
-        return {**result, "reason": f"does not load: {_describe(exc)}"}
+    loaded = _load_candidate(workdir, task)
+    if isinstance(loaded, str):
+        return {**result, "reason": loaded}
+    candidate, ref_entry, cand_entry = loaded
     cand_flags = Flags()
     result["compiled"] = True
     ref, cand = Program(reference, ref_entry, device), Program(candidate, cand_entry, device)
-    get_init_inputs = getattr(reference, "get_init_inputs", list)
     for k, seed in enumerate(task["grading"]["input_seeds"]):
         stage(f"running the reference on input seed #{k}")
         ref_fn = cand_fn = inputs = weights = None  # the previous seed's, before this one's are made
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
-        ref_flags.apply()
-        torch.manual_seed(seed)
-        init_inputs = get_init_inputs()
-        ref_fn = ref.build(init_inputs)
-        with torch.device(device):
-            inputs = [x.to(device) if isinstance(x, torch.Tensor) else x for x in reference.get_inputs()]
-        ref_out = _as_list(ref_fn(*inputs))
-        views = [{j for j, x in enumerate(inputs) if _shares_storage(o, x)} for o in ref_out]
-        ref_out = [o.clone() if view else o for o, view in zip(ref_out, views)]  # safe from a candidate's writes
-        weights = list(ref_fn.parameters()) if isinstance(ref_fn, torch.nn.Module) else []
+        ref_fn, init_inputs, inputs, ref_out, views, weights = _run_reference(reference, ref, ref_flags, device, seed)
         guard = loose_guard(ref_out, inputs + weights, task)
         if guard:
             return {**result, "graded": False, "reason": guard}
         stage(f"running the candidate on input seed #{k}")
         cand_flags.apply()
         try:
-            torch.manual_seed(seed)  # KernelBench's convention: an identical copy gets identical weights
-            cand_fn = cand.build(init_inputs)
-            out = _as_list(cand_fn(*inputs))
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
+            cand_fn, out = _run_candidate(cand, seed, init_inputs, inputs, device)
         except BaseException as exc:  # noqa: BLE001
             return {**result, "reason": f"{_failure(exc)} (input seed #{k})"}
         reason, error = compare(ref_out, out, task, inputs, views)
@@ -336,6 +315,50 @@ def grade(request: dict, workdir: str, stage: Stage) -> dict:
                 raise
             return {**result, "correct": False, "reason": f"{_failure(exc)} (timing the candidate)"}
     return result
+
+
+def _load_candidate(workdir: str, task: dict) -> tuple | str:
+    """(candidate module, reference entry point, candidate entry point), or why it does not load."""
+    try:
+        candidate = _load_module(os.path.join(workdir, "candidate.py"), "tcgen_candidate")
+        ref_entry, cand_entry = _entry_points(task, candidate)
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and the like from the candidate's module too
+        if _is_memory_error(exc):
+            return f"memory limit: {_describe(exc)} (loading the candidate)"
+        return f"does not load: {_describe(exc)}"
+    return candidate, ref_entry, cand_entry
+
+
+def _run_reference(reference, ref: Program, ref_flags: Flags, device: str, seed: int) -> tuple:
+    """Runs the reference on one input seed: (its callable, init inputs, inputs, outputs, which
+    inputs each output is a view of, its weights)."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    ref_flags.apply()
+    torch.manual_seed(seed)
+    init_inputs = getattr(reference, "get_init_inputs", list)()
+    ref_fn = ref.build(init_inputs)
+    with torch.device(device):
+        inputs = [x.to(device) if isinstance(x, torch.Tensor) else x for x in reference.get_inputs()]
+    ref_out = _as_list(ref_fn(*inputs))
+    views = [{j for j, x in enumerate(inputs) if _shares_storage(o, x)} for o in ref_out]
+    ref_out = [o.clone() if view else o for o, view in zip(ref_out, views)]  # safe from a candidate's writes
+    weights = list(ref_fn.parameters()) if isinstance(ref_fn, torch.nn.Module) else []
+    return ref_fn, init_inputs, inputs, ref_out, views, weights
+
+
+def _run_candidate(cand: Program, seed: int, init_inputs, inputs: list, device: str) -> tuple:
+    """Runs the candidate on the reference's inputs: (its callable, its outputs); its failures raise."""
+    import torch
+
+    torch.manual_seed(seed)  # KernelBench's convention: an identical copy gets identical weights
+    cand_fn = cand.build(init_inputs)
+    out = _as_list(cand_fn(*inputs))
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return cand_fn, out
 
 
 def _failure(exc: BaseException) -> str:

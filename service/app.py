@@ -112,6 +112,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.max_total_bytes is None:
         settings = settings.model_copy(update={"max_total_bytes": device["max_total_bytes"]})
     metrics = Metrics()
+    app = FastAPI(title="tcgen", version="0.1.0", lifespan=_lifespan(settings, metrics),
+                  description="Synthetic PyTorch kernel-training programs, solved with CP-SAT and validated.")
+    app.state.settings, app.state.metrics = settings, metrics
+    app.state.device_defaults = DeviceDefaults.of(device, settings)
+    _add_exception_handlers(app)
+    _include_routers(app)
+    _add_middleware(app, settings, metrics)
+    return app
+
+
+def _lifespan(settings: Settings, metrics: Metrics):
+    """The app's lifespan: opens the job store and runs the dispatcher while the app serves."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -127,19 +139,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             dispatcher.stop()  # SIGTERM: uvicorn has drained the open requests by now
             store.close()
 
-    app = FastAPI(title="tcgen", version="0.1.0", lifespan=lifespan,
-                  description="Synthetic PyTorch kernel-training programs, solved with CP-SAT and validated.")
-    app.state.settings, app.state.metrics = settings, metrics
-    app.state.device_defaults = DeviceDefaults.of(device, settings)
+    return lifespan
+
+
+def _add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _spec_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(sqlite3.OperationalError, _store_unavailable)
+
+
+def _include_routers(app: FastAPI) -> None:
+    """/health is open; every other router needs the API key."""
     protected = {"dependencies": [Depends(require_api_key)], "responses": errors(401)}
     app.include_router(health.router)
     for router in (health.metrics_router, ops.router, samples.router, jobs.router):
         app.include_router(router, **protected)
 
+
+def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    """Registers the middleware, innermost first (each one added wraps those before it)."""
     # Innermost: every route sees HEAD as GET, and everything outside (the key gate's 401,
     # the request metrics) still sees the HEAD it was.
     app.add_middleware(HeadAsGet)
@@ -161,4 +180,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         method = request.method if request.method in KNOWN_METHODS else "other"
         metrics.requests.labels(method, getattr(route, "path", "unmatched"), str(response.status_code)).inc()
         return response
-    return app

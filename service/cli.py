@@ -253,10 +253,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from service.engine import Engine
     from service.progress import ProgressReporter
 
-    output = _Output(args.output_format, args.output_file)
-    if not args.resume and (existing := output.existing()):
-        raise CliError(f"output_file: {existing} exists; pass --resume to continue it")
-    done = min(output.resume(spec), spec.count) if args.resume else 0
+    output, done = _open_output(args, spec)
     if note:
         print(f"tcgen: {note}", file=sys.stderr)
     failed, relaxed, written = 0, 0, 0
@@ -286,18 +283,32 @@ def cmd_generate(args: argparse.Namespace) -> int:
         kept = done + written
         raise OutputError(f"{err}; the {kept} samples before it are kept: continue with --resume" if kept
                           else str(err)) from None
-    seconds = time.perf_counter() - start
-    p = engine.progress
-    print(f"wrote {written} samples to {args.output_file} in {seconds:.1f} s ({written / max(seconds, 1e-9):.1f}/s); "
-          f"FLOPs window {_pow2(spec.min_flops)}..{_pow2(spec.max_flops)}; relaxed window: {relaxed}; "
-          f"rejected attempts: {p.rejected}; failed: {failed}; worker restarts: {p.restarts}; "
-          f"max_total_bytes {spec.max_total_bytes}; validated by "
-          + (", ".join(f"{d} {n}" for d, n in sorted(p.validated.items())) or "none"), file=sys.stderr)
+    _print_summary(args, spec, engine.progress, time.perf_counter() - start, written=written, relaxed=relaxed,
+                   failed=failed)
     if stopped:
         print(f"interrupted by {stopped[0]}: {done + written + failed} of {spec.count} done; "
               f"continue with --resume", file=sys.stderr)
         return 128 + int(getattr(signal, stopped[0]))
     return 3 if failed else 0
+
+
+def _open_output(args: argparse.Namespace, spec) -> tuple[_Output, int]:
+    """The output file, and how many of the spec's samples it already holds (with --resume)."""
+    output = _Output(args.output_format, args.output_file)
+    if not args.resume and (existing := output.existing()):
+        raise CliError(f"output_file: {existing} exists; pass --resume to continue it")
+    done = min(output.resume(spec), spec.count) if args.resume else 0
+    return output, done
+
+
+def _print_summary(args: argparse.Namespace, spec, p, seconds: float, *, written: int, relaxed: int,
+                   failed: int) -> None:
+    """generate's closing line on stderr; `p` is the engine's progress."""
+    print(f"wrote {written} samples to {args.output_file} in {seconds:.1f} s ({written / max(seconds, 1e-9):.1f}/s); "
+          f"FLOPs window {_pow2(spec.min_flops)}..{_pow2(spec.max_flops)}; relaxed window: {relaxed}; "
+          f"rejected attempts: {p.rejected}; failed: {failed}; worker restarts: {p.restarts}; "
+          f"max_total_bytes {spec.max_total_bytes}; validated by "
+          + (", ".join(f"{d} {n}" for d, n in sorted(p.validated.items())) or "none"), file=sys.stderr)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -364,22 +375,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tcgen", description="Synthetic PyTorch programs for kernel-writing models",
                                      formatter_class=_HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_ops(_command(sub, "ops", help="the operator catalogue"))
+    _add_sample(_command(sub, "sample", help="print one sample"))
+    _add_generate(_command(sub, "generate", help="write samples to a JSONL or Parquet file"))
+    _add_serve(_command(sub, "serve", help="the REST service (settings: TCGEN_* environment variables)"))
+    _add_grade(_command(sub, "grade", help="grade a candidate implementation against a sample (a child process)"))
+    _add_export_verl(_command(sub, "export-verl", help="kernelbench-format samples as a verl RL dataset (Parquet)"))
+    return parser
 
-    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        return sub.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
 
-    p = command("ops", help="the operator catalogue")
+def _command(sub, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    return sub.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
+
+
+def _add_ops(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per operator, with its description")
     p.set_defaults(run=cmd_ops)
 
-    p = command("sample", help="print one sample")
+
+def _add_sample(p: argparse.ArgumentParser) -> None:
     _spec_flags(p)
     _flag(p, "index", type=int, default=0, help="the sample's index")
     _flag(p, "format", default="json", choices=["json", "py", "kernelbench"],
           help="json: the Sample record; py: the program; kernelbench: class Model with get_inputs")
     p.set_defaults(run=cmd_sample)
 
-    p = command("generate", help="write samples to a JSONL or Parquet file")
+
+def _add_generate(p: argparse.ArgumentParser) -> None:
     _spec_flags(p)
     _flag(p, "output_file", required=True, help="where the samples go (missing directories are created)")
     _flag(p, "output_format", default="jsonl", choices=["jsonl", "parquet"],
@@ -399,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
                "(Ray if a cluster is reachable) (TCGEN_BACKEND)")
     p.set_defaults(run=cmd_generate)
 
-    p = command("serve", help="the REST service (settings: TCGEN_* environment variables)")
+
+def _add_serve(p: argparse.ArgumentParser) -> None:
     _flag(p, "host", help="bind address (default 127.0.0.1, TCGEN_HOST)")
     _flag(p, "port", type=int, help="default 8000 (TCGEN_PORT)")
     _flag(p, "solver_workers", type=int, help="solver processes (default: CPU count, TCGEN_SOLVER_WORKERS)")
@@ -409,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "Ray joins RAY_ADDRESS)")
     p.set_defaults(run=cmd_serve)
 
-    p = command("grade", help="grade a candidate implementation against a sample (a child process)")
+
+def _add_grade(p: argparse.ArgumentParser) -> None:
     _flag(p, "samples", required=True, help="a tcgen JSONL or Parquet file")
     _flag(p, "index", type=int, help="the sample with this index (default: the file's only sample)")
     _flag(p, "id", help="the sample with this id (default: select by --index)")
@@ -424,12 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=cmd_grade)
 
-    p = command("export-verl", help="kernelbench-format samples as a verl RL dataset (Parquet)")
+
+def _add_export_verl(p: argparse.ArgumentParser) -> None:
     _flag(p, "input", nargs="+", required=True, help="tcgen JSONL or Parquet files")
     _flag(p, "output", required=True, help="the Parquet file to write")
     _flag(p, "split", default="train", help="recorded in extra_info")
     p.set_defaults(run=cmd_export_verl)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
