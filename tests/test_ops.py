@@ -7,6 +7,9 @@ import pytest
 from generator_core import OPERATORS, generate
 from helpers import HI, LO, level0, ops_of, run_program, spec
 
+# The original catalogue's 61 names: a fixed historical fact, so the list stays frozen. It is
+# checked as a subset of the registry on purpose: removing or renaming one of them fails, while
+# adding an operator needs no edit here (its tests come from the parametrisation over OPERATORS).
 ORIGINAL_61 = """
 Add Sub Mul Div Maximum Minimum Lerp Matmul Bmm Sum Mean Max Min ArgMax ArgMin Var Norm
 ReLU LeakyReLU Sigmoid Tanh Softmax LogSoftmax Swish GELU SELU Hardsigmoid Softplus Softsign
@@ -17,10 +20,11 @@ ConvTranspose1d ConvTranspose2d ConvTranspose3d Transpose Triu Tril Cat Stack Cu
 FAMILIES = {"elementwise", "activation", "reduction", "linalg", "norm", "conv", "pool", "layout", "scan"}
 
 
-def test_registry_has_the_original_61_operators_sorted():
-    """The registry holds exactly the original's 61 names, in sorted order."""
-    assert len(ORIGINAL_61) == 61
-    assert list(OPERATORS) == sorted(ORIGINAL_61)
+def test_registry_keeps_the_original_61_operators_sorted():
+    """Every one of the original's 61 names is still registered (more may be), in sorted order."""
+    assert len(ORIGINAL_61) == len(set(ORIGINAL_61)) == 61
+    assert not set(ORIGINAL_61) - set(OPERATORS), f"removed or renamed: {sorted(set(ORIGINAL_61) - set(OPERATORS))}"
+    assert list(OPERATORS) == sorted(OPERATORS)
 
 
 @pytest.mark.parametrize("name", list(OPERATORS))
