@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator
 from generator_core.generate import MAX_ATTEMPTS, Candidate, give_up
 from generator_core.sample import Sample
 from generator_core.spec import GenerationSpec
+from service.engine.backend import Backend
 from service.engine.devices import DeviceSlot, default_flops_window
 from service.engine.pool import LocalBackend, Sent
 from service.engine.workers import SOLVER_ENV, WORKER_ENV, solver_main, validation_main
@@ -94,7 +95,7 @@ class _Index:
     candidate: Candidate | None = None
 
 
-def make_backend(backend: str, ray_address: str | None = None):
+def make_backend(backend: str, ray_address: str | None = None) -> Backend:
     """The backend by name: "local" (processes on this machine), "ray" (a Ray cluster: the
     one at `ray_address` or RAY_ADDRESS, else a new one on this machine) or "auto" (Ray if
     a cluster is reachable, else local). Ray is imported only here, only when asked for."""
@@ -136,7 +137,7 @@ class Engine:
             raise ValueError(f"num_workers: must be at least 1, got {solver_workers}")
         if cpu_validation not in ("inline", "worker"):
             raise ValueError(f"cpu_validation: expected inline or worker, got {cpu_validation!r}")
-        self.backend = make_backend(backend, ray_address)
+        self.backend: Backend = make_backend(backend, ray_address)
         # The devices are the backend's: this machine's GPUs, or a Ray cluster's.
         self.slots: list[DeviceSlot] = self.backend.device_slots(device)
         # Without a GPU, validating is CPU work like solving: by default ("inline") each
