@@ -56,12 +56,17 @@ class Sigmoid(Unary):
     call = "torch.sigmoid({x})"
 
 
-@register
-class Tanh(Unary):
-    description = "Tanh: the hyperbolic tangent of x, elementwise (torch.tanh)"
+class Squash(Unary):
+    """An odd, increasing S-curve into (-1, 1): flat, and so constant, over saturating inputs."""
+
     collapses_on = frozenset({"saturating"})
-    keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     makes_facts = frozenset({"increasing"})
+    keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
+
+
+@register
+class Tanh(Squash):
+    description = "Tanh: the hyperbolic tangent of x, elementwise (torch.tanh)"
     call = "torch.tanh({x})"
 
 
@@ -109,11 +114,8 @@ class Softplus(Unary):
 
 
 @register
-class Softsign(Unary):
+class Softsign(Squash):
     description = "Softsign: x / (1 + |x|), elementwise (F.softsign)"
-    collapses_on = frozenset({"saturating"})
-    keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
-    makes_facts = frozenset({"increasing"})
     flops_per_element = 3  # x / (1 + |x|)
     call = F + ".softsign({x})"
 
@@ -131,18 +133,25 @@ class ELU(Unary):
         return {"alpha": rng.choice([0.5, 1.0, 1.5])}
 
 
-@register
-class HardTanh(Unary):
-    description = ("HardTanh: x clipped to [min_val, max_val], elementwise; min_val drawn from -2 to -0.5, max_val "
-                   "from 0.5 to 2 (F.hardtanh)")
+class Clip(Unary):
+    """x clipped to two bounds, each drawn from a few values."""
+
     keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
     makes_facts = frozenset({"clipped"})
     collapses_on = frozenset({"nonpositive", "concentrated", "discrete", "saturating", "extreme"})
     flops_per_element = 2
-    call = F + ".hardtanh({x}, min_val={min_val}, max_val={max_val})"
+    bounds: ClassVar[dict[str, list[float]]]  # each bound's parameter name: the values it is drawn from
 
     def draw_params(self, rng):
-        return {"min_val": rng.choice([-2.0, -1.0, -0.5]), "max_val": rng.choice([0.5, 1.0, 2.0])}
+        return {name: rng.choice(values) for name, values in self.bounds.items()}
+
+
+@register
+class HardTanh(Clip):
+    description = ("HardTanh: x clipped to [min_val, max_val], elementwise; min_val drawn from -2 to -0.5, max_val "
+                   "from 0.5 to 2 (F.hardtanh)")
+    bounds = {"min_val": [-2.0, -1.0, -0.5], "max_val": [0.5, 1.0, 2.0]}
+    call = F + ".hardtanh({x}, min_val={min_val}, max_val={max_val})"
 
 
 @register
@@ -154,17 +163,11 @@ class LogSigmoid(Unary):
 
 
 @register
-class Clamp(Unary):
+class Clamp(Clip):
     description = ("Clamp: x clipped to [min, max], elementwise; min drawn from -1 to -0.25, max from 0.25 to 1 "
                    "(torch.clamp)")
-    keeps_facts = True  # monotone through 0: inputs <= 0 stay <= 0
-    makes_facts = frozenset({"clipped"})
-    collapses_on = frozenset({"nonpositive", "concentrated", "discrete", "saturating", "extreme"})
-    flops_per_element = 2
+    bounds = {"min": [-1.0, -0.5, -0.25], "max": [0.25, 0.5, 1.0]}
     call = "torch.clamp({x}, min={min}, max={max})"
-
-    def draw_params(self, rng):
-        return {"min": rng.choice([-1.0, -0.5, -0.25]), "max": rng.choice([0.25, 0.5, 1.0])}
 
 
 @register

@@ -1,6 +1,8 @@
 """Data movement: no arithmetic, so 0 FLOPs. Also the reshape adapter used by wiring."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 from generator_core.ops.base import Operator, Plan, register
 
 
@@ -30,10 +32,21 @@ class Transpose(Layout):
 
 
 class Triangle(Layout):
+    """Triu / Tril: keeps the `side` triangle of the last two axes from a solved diagonal on,
+    zeroing the rest; the operator's name, function and description follow from `side`."""
+
     keeps_facts = True
-    makes_facts = frozenset({"sparse"})  # the zeroed triangle: a min or an argmin ties at 0
     input_ranks = (2, 3, 4, 5)
-    fn: str
+    side: ClassVar[str]  # "upper" (torch.triu) or "lower" (torch.tril)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.fn = {"upper": "triu", "lower": "tril"}[cls.side]
+        zeroed = "below" if cls.side == "upper" else "above"
+        cls.description = (f"{cls.__name__}: zeroes the elements {zeroed} the chosen diagonal of the last two axes; "
+                           f"diagonal is solved (torch.{cls.fn})")
+        cls.makes_facts = frozenset({"sparse", cls.side})  # the zeroed triangle: a min or an argmin ties at 0
+        cls.pointless_on = frozenset({cls.side})
 
     def accepts(self, x):
         # A matrix with one row or one column has no triangle to zero (a copy of the input).
@@ -43,39 +56,31 @@ class Triangle(Layout):
         hint = b.rng.choice([0, 0, 0, 1, -1, 2, -2])
         return Plan(inputs=[x], out_dims=x.dims, params={"diagonal": b.param("diagonal", -8, 8, hint)})
 
+    def constrain(self, node, m):
+        # Keep at least one element of every matrix and zero at least one, or the operator
+        # copies its input: triu needs 2 - rows <= diagonal <= columns - 1, tril
+        # 1 - rows <= diagonal <= columns - 2.
+        rows, cols = node.inputs[0].dims[-2:]
+        diagonal = m.v(node.params["diagonal"])
+        if self.side == "upper":
+            m.add(diagonal <= m.v(cols) - 1)
+            m.add(diagonal >= 2 - m.v(rows))
+        else:
+            m.add(diagonal >= 1 - m.v(rows))
+            m.add(diagonal <= m.v(cols) - 2)
+
     def render(self, r):
         return f"torch.{self.fn}({r.args[0]}, diagonal={r.params['diagonal']})"
 
 
 @register
 class Triu(Triangle):
-    description = ("Triu: zeroes the elements below the chosen diagonal of the last two axes; diagonal is solved "
-                   "(torch.triu)")
-    fn = "triu"
-    makes_facts = frozenset({"sparse", "upper"})
-    pointless_on = frozenset({"upper"})
-
-    def constrain(self, node, m):
-        # Keep at least one element of every matrix (diagonal <= columns - 1) and zero at
-        # least one (diagonal >= 2 - rows): otherwise triu is a copy of its input.
-        rows, cols = node.inputs[0].dims[-2:]
-        m.add(m.v(node.params["diagonal"]) <= m.v(cols) - 1)
-        m.add(m.v(node.params["diagonal"]) >= 2 - m.v(rows))
+    side = "upper"
 
 
 @register
 class Tril(Triangle):
-    description = ("Tril: zeroes the elements above the chosen diagonal of the last two axes; diagonal is solved "
-                   "(torch.tril)")
-    fn = "tril"
-    makes_facts = frozenset({"sparse", "lower"})
-    pointless_on = frozenset({"lower"})
-
-    def constrain(self, node, m):
-        # Keep one element (diagonal >= 1 - rows) and zero one (diagonal <= columns - 2).
-        rows, cols = node.inputs[0].dims[-2:]
-        m.add(m.v(node.params["diagonal"]) >= 1 - m.v(rows))
-        m.add(m.v(node.params["diagonal"]) <= m.v(cols) - 2)
+    side = "lower"
 
 
 @register

@@ -1,6 +1,8 @@
 """Matrix products: 2*M*N*K FLOPs per batch element."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 from generator_core.ops.base import Operator, Plan, register, unpinned
 from generator_core.symbolic import MAX_DIM, Term
 
@@ -12,6 +14,7 @@ class MatrixProduct(Operator):
     flops_per_element_bound = 2 * MAX_DIM  # 2*K per output element
     makes_facts = frozenset({"large"})
     pointless_on = frozenset({"discrete"})  # as for convolutions (conv.py)
+    fn: ClassVar[str]  # torch.<fn>(a, b)
 
     def accepts(self, x):
         return x.rank in self.input_ranks and unpinned(x, [-2, -1])
@@ -28,6 +31,9 @@ class MatrixProduct(Operator):
     def flops(self, node):
         return [Term(2, node.output.dims + (node.inputs[0].dims[-1],))]
 
+    def render(self, r):
+        return f"torch.{self.fn}({r.args[0]}, {r.args[1]})"
+
     def min_flops(self):
         return 2 * 32
 
@@ -37,12 +43,10 @@ class Matmul(MatrixProduct):
     description = ("Matmul: the matrix product of a rank 2-4 input (..., M, K) with a fresh (K, N) or batched "
                    "(..., K, N) operand; N is solved (torch.matmul)")
     input_ranks = (2, 3, 4)
+    fn = "matmul"
 
     def rhs_batch(self, b, x):
         return x.dims[:-2] if x.rank > 2 and b.rng.random() < 0.5 else ()
-
-    def render(self, r):
-        return f"torch.matmul({r.args[0]}, {r.args[1]})"
 
 
 @register
@@ -50,6 +54,4 @@ class Bmm(MatrixProduct):
     description = ("Bmm: the batched matrix product of a (B, M, K) input with a fresh (B, K, N) operand; N is "
                    "solved (torch.bmm)")
     input_ranks = (3,)
-
-    def render(self, r):
-        return f"torch.bmm({r.args[0]}, {r.args[1]})"
+    fn = "bmm"

@@ -1,6 +1,8 @@
 """Normalisations without affine weights (statistics computed from the input itself)."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 from generator_core.ops.base import F, Operator, Plan, choose_axis, has_free_axis, register
 from generator_core.symbolic import numel_term
 
@@ -22,6 +24,10 @@ class Normalization(Operator):
     flops_per_element = 5  # mean 1, variance 2, normalise 2
     makes_facts = frozenset({"standardized"})
     pointless_on = frozenset({"standardized"})
+    call: ClassVar[str]  # a format string over {x} and the node's params
+
+    def render(self, r):
+        return self.call.format(x=r.args[0], **r.params)
 
     def flops(self, node):
         return [numel_term(node.inputs[0].dims, self.flops_per_element)]
@@ -35,27 +41,37 @@ class Normalization(Operator):
         m.add(m.product(list(self.reduced(node))) <= cap)
 
 
-@register
-class BatchNorm(Normalization):
-    description = ("BatchNorm: normalises each channel (axis 1) to mean 0 and variance 1 over the batch and "
-                   "spatial axes, training-mode statistics, no affine weights (F.batch_norm)")
+class AxesNorm(Normalization):
+    """A norm whose statistics span fixed `axes` of the input, one of them free (of size >= 2)."""
+
     input_ranks = (2, 3, 4, 5)
 
+    def axes(self, rank: int) -> list[int]:
+        raise NotImplementedError
+
     def accepts(self, x):
-        # Training-mode statistics need more than one value per channel.
-        return x.rank in self.input_ranks and has_free_axis(x, [a for a in range(x.rank) if a != 1])
+        return x.rank in self.input_ranks and has_free_axis(x, self.axes(x.rank))
 
     def plan(self, b, x, want_ranks):
-        choose_axis(b, x, axes=[a for a in range(x.rank) if a != 1])
+        choose_axis(b, x, axes=self.axes(x.rank))
         return Plan(inputs=[x], out_dims=x.dims)
 
     def reduced(self, node):
-        return [d for a, d in enumerate(node.inputs[0].dims) if a != 1]
+        dims = node.inputs[0].dims
+        return [dims[a] for a in self.axes(len(dims))]
 
-    def render(self, r):
-        # Functional form with no running stats: nothing device-specific (the original's
-        # `.cuda()` buffers crash on CPU).
-        return f"{F}.batch_norm({r.args[0]}, None, None, training=True)"
+
+@register
+class BatchNorm(AxesNorm):
+    description = ("BatchNorm: normalises each channel (axis 1) to mean 0 and variance 1 over the batch and "
+                   "spatial axes, training-mode statistics, no affine weights (F.batch_norm)")
+    # Functional form with no running stats: nothing device-specific (the original's
+    # `.cuda()` buffers crash on CPU).
+    call = F + ".batch_norm({x}, None, None, training=True)"
+
+    def axes(self, rank):
+        # Training-mode statistics need more than one value per channel.
+        return [a for a in range(rank) if a != 1]
 
 
 @register
@@ -85,6 +101,7 @@ class GroupNorm(Normalization):
     description = ("GroupNorm: normalises each group of channels together with the spatial axes to mean 0 and "
                    "variance 1; num_groups is solved (F.group_norm)")
     input_ranks = (2, 3, 4, 5)
+    call = F + ".group_norm({x}, {num_groups})"
 
     def accepts(self, x):
         return x.rank in self.input_ranks and x.dims[1].hi > 1
@@ -106,25 +123,13 @@ class GroupNorm(Normalization):
     def reduced(self, node):
         return [node.params["channels_per_group"], *node.inputs[0].dims[2:]]
 
-    def render(self, r):
-        return f"{F}.group_norm({r.args[0]}, {r.params['num_groups']})"
-
 
 @register
-class InstanceNorm(Normalization):
+class InstanceNorm(AxesNorm):
     description = ("InstanceNorm: normalises each (sample, channel) over its spatial axes to mean 0 and variance 1 "
                    "(F.instance_norm)")
     input_ranks = (3, 4, 5)
+    call = F + ".instance_norm({x})"
 
-    def accepts(self, x):
-        return x.rank in self.input_ranks and has_free_axis(x, range(2, x.rank))
-
-    def plan(self, b, x, want_ranks):
-        choose_axis(b, x, axes=list(range(2, x.rank)))
-        return Plan(inputs=[x], out_dims=x.dims)
-
-    def reduced(self, node):
-        return node.inputs[0].dims[2:]
-
-    def render(self, r):
-        return f"{F}.instance_norm({r.args[0]})"
+    def axes(self, rank):
+        return list(range(2, rank))

@@ -8,6 +8,18 @@ from generator_core.ops.conv import constrain_window_output, draw_window_params
 from generator_core.symbolic import Term
 
 KERNEL_MAX = {1: 32, 2: 8, 3: 4}
+# The spatial axes and the input's shape, per number of spatial axes.
+AXES = {1: ("L", "(N, C, L)"), 2: ("H, W", "(N, C, H, W)"), 3: ("D, H, W", "(N, C, D, H, W)")}
+
+
+def _description(name: str, n: int, kind: str, upcast_half: bool) -> str:
+    """A pool's `description`: what it computes over which axes, and which parameters are solved."""
+    axes, shape = AXES[n]
+    what = "the mean" if kind == "avg" else "the maximum"
+    upcast = ", computed in float32 for half dtypes" if upcast_half else ""
+    solved = "stride and padding" if kind == "avg" else "stride, padding and dilation"
+    return (f"{name}: {what} of each sliding window over {axes} of an {shape} input{upcast}; kernel_size, "
+            f"{solved} are solved (F.{kind}_pool{n}d)")
 
 
 class Pool(Operator):
@@ -17,6 +29,10 @@ class Pool(Operator):
     n: ClassVar[int]
     kind: ClassVar[str]  # "avg" or "max"
     upcast_half: ClassVar[bool] = False  # compute in float32 for float16 / bfloat16 inputs
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.description = _description(cls.__name__, cls.n, cls.kind, cls.upcast_half)
 
     def __init__(self):
         self.extreme_of_large = self.kind == "max"
@@ -55,44 +71,16 @@ class Pool(Operator):
         return f"{call}.to({r.args[0]}.dtype)" if x != r.args[0] else call
 
 
-@register
-class AvgPool1d(Pool):
-    description = ("AvgPool1d: the mean of each sliding window over L of an (N, C, L) input; kernel_size, stride "
-                   "and padding are solved (F.avg_pool1d)")
-    n, kind = 1, "avg"
+def _pool(name: str, n: int, kind: str, **attrs) -> type[Pool]:
+    """A registered Pool subclass: `kind` ("avg" or "max") pooling over `n` spatial axes."""
+    return register(type(name, (Pool,), {"__module__": __name__, "__qualname__": name, "n": n, "kind": kind,
+                                         **attrs}))
 
 
-@register
-class AvgPool2d(Pool):
-    description = ("AvgPool2d: the mean of each sliding window over H, W of an (N, C, H, W) input; kernel_size, "
-                   "stride and padding are solved (F.avg_pool2d)")
-    n, kind = 2, "avg"
-
-
-@register
-class AvgPool3d(Pool):
-    description = ("AvgPool3d: the mean of each sliding window over D, H, W of an (N, C, D, H, W) input, computed "
-                   "in float32 for half dtypes; kernel_size, stride and padding are solved (F.avg_pool3d)")
-    n, kind = 3, "avg"
-    upcast_half = True  # PyTorch's CPU avg_pool3d has no float16 / bfloat16 kernel
-
-
-@register
-class MaxPool1d(Pool):
-    description = ("MaxPool1d: the maximum of each sliding window over L of an (N, C, L) input; kernel_size, "
-                   "stride, padding and dilation are solved (F.max_pool1d)")
-    n, kind = 1, "max"
-
-
-@register
-class MaxPool2d(Pool):
-    description = ("MaxPool2d: the maximum of each sliding window over H, W of an (N, C, H, W) input; kernel_size, "
-                   "stride, padding and dilation are solved (F.max_pool2d)")
-    n, kind = 2, "max"
-
-
-@register
-class MaxPool3d(Pool):
-    description = ("MaxPool3d: the maximum of each sliding window over D, H, W of an (N, C, D, H, W) input; "
-                   "kernel_size, stride, padding and dilation are solved (F.max_pool3d)")
-    n, kind = 3, "max"
+AvgPool1d = _pool("AvgPool1d", 1, "avg")
+AvgPool2d = _pool("AvgPool2d", 2, "avg")
+# PyTorch's CPU avg_pool3d has no float16 / bfloat16 kernel.
+AvgPool3d = _pool("AvgPool3d", 3, "avg", upcast_half=True)
+MaxPool1d = _pool("MaxPool1d", 1, "max")
+MaxPool2d = _pool("MaxPool2d", 2, "max")
+MaxPool3d = _pool("MaxPool3d", 3, "max")

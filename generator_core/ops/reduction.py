@@ -54,23 +54,25 @@ class Mean(Reduction):
     call = "torch.mean({x}, dim={dim}, keepdim={keepdim})"
 
 
-@register
-class Max(Reduction):
-    description = "Max: the maximum along one drawn axis (its values), keepdim drawn (torch.max(...).values)"
+class Extremum(Reduction):
+    """The maximum or minimum along an axis (its values)."""
+
     extreme_of_large = True
     makes_facts = frozenset({"extreme"})
-    collapses_on = frozenset({"discrete", "clipped"})  # the max of 0/1 indices is 1, of clipped values the bound
     keeps_facts = True
+
+
+@register
+class Max(Extremum):
+    description = "Max: the maximum along one drawn axis (its values), keepdim drawn (torch.max(...).values)"
+    collapses_on = frozenset({"discrete", "clipped"})  # the max of 0/1 indices is 1, of clipped values the bound
     call = "torch.max({x}, dim={dim}, keepdim={keepdim}).values"
 
 
 @register
-class Min(Reduction):
+class Min(Extremum):
     description = "Min: the minimum along one drawn axis (its values), keepdim drawn (torch.min(...).values)"
-    extreme_of_large = True
-    makes_facts = frozenset({"extreme"})
     collapses_on = frozenset({"discrete", "sparse", "clipped"})  # the min of 0/1 indices is 0, of ReLU outputs 0
-    keeps_facts = True
     call = "torch.min({x}, dim={dim}, keepdim={keepdim}).values"
 
 

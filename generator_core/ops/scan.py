@@ -39,19 +39,21 @@ class CumSum(Scan):
     call = "torch.cumsum({x}, dim={dim})"
 
 
-@register
-class CumMax(Scan):
-    description = "CumMax: the running maximum along one drawn axis, its values (torch.cummax(...).values)"
+class CumExtremum(Scan):
+    """A running maximum or minimum: a scan with indices, of which the values are kept."""
+
+    with_indices = True
     extreme_of_large = True
     makes_facts = frozenset({"monotone"})
-    with_indices = True
+
+
+@register
+class CumMax(CumExtremum):
+    description = "CumMax: the running maximum along one drawn axis, its values (torch.cummax(...).values)"
     call = "torch.cummax({x}, dim={dim}).values"
 
 
 @register
-class CumMin(Scan):
+class CumMin(CumExtremum):
     description = "CumMin: the running minimum along one drawn axis, its values (torch.cummin(...).values)"
-    extreme_of_large = True
-    makes_facts = frozenset({"monotone"})
-    with_indices = True
     call = "torch.cummin({x}, dim={dim}).values"
