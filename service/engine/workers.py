@@ -165,14 +165,40 @@ def _validator(label: str):
     """validate(index, candidate, rejected) -> the worker's answer, on this process's device.
     CUDA_VISIBLE_DEVICES was set before the process started, so torch (imported here, the
     first time in this process) sees exactly the one GPU of `label`."""
-    import torch
-
-    from generator_core.generate import baseline_of, rejection, validate_candidate
-    from generator_core.sample import Baseline
-    from generator_core.validate import DeviceFault, Verdict
+    from generator_core.generate import rejection
+    from generator_core.validate import DeviceFault
 
     device = "cpu" if label == "cpu" else "cuda"
     release_memory = _release_memory()
+    _set_up_device(device)
+    run = _device_run(device, release_memory)
+
+    def validate(index: int, candidate, rejected: list[str]) -> tuple[Any, ...]:
+        _maybe_crash("validate", index)
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        result = run(index, candidate, timings)
+        if isinstance(result, DeviceFault) and not result.sticky:
+            result = run(index, candidate, timings)  # out of memory: once more, with the caches emptied
+        if isinstance(result, DeviceFault):
+            # The engine decides: retry on a fresh worker, or (a second time) reject as unfit.
+            return _timed("validate", ("fault", index, candidate.attempt, result.reason, result.sticky, {}), started)
+        verdict, baseline = result
+        release_memory()
+        if verdict.reason is not None:
+            answer = ("rejected", index, candidate.attempt, rejection(candidate, verdict), {})
+        else:
+            answer = _done(index, candidate, rejected, verdict, label, baseline)
+        answer[-1].update({f"validate.{k}": v for k, v in timings.items()})
+        return _timed("validate", answer, started)
+
+    return validate
+
+
+def _set_up_device(device: str) -> None:
+    """torch's settings for validating on `device` ("cpu" or "cuda"), set once per process."""
+    import torch
+
     if device == "cpu":
         torch.set_num_threads(1)  # what validate_program uses anyway; set once, not per sample
     else:
@@ -180,6 +206,16 @@ def _validator(label: str):
         # every time: no nondeterministic kernels (atomics), no autotuned cuDNN choices.
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _device_run(device: str, release_memory):
+    """run(index, candidate, timings) -> (verdict, baseline) or the DeviceFault that stopped it
+    (device memory freed after a fault that leaves the device usable)."""
+    import torch
+
+    from generator_core.generate import baseline_of, validate_candidate
+    from generator_core.sample import Baseline
+    from generator_core.validate import DeviceFault, Verdict
 
     def free_device_memory() -> None:
         gc.collect()  # the failed program's tensors, held by its traceback's frames
@@ -205,26 +241,7 @@ def _validator(label: str):
             free_device_memory()
         return fault
 
-    def validate(index: int, candidate, rejected: list[str]) -> tuple[Any, ...]:
-        _maybe_crash("validate", index)
-        started = time.perf_counter()
-        timings: dict[str, float] = {}
-        result = run(index, candidate, timings)
-        if isinstance(result, DeviceFault) and not result.sticky:
-            result = run(index, candidate, timings)  # out of memory: once more, with the caches emptied
-        if isinstance(result, DeviceFault):
-            # The engine decides: retry on a fresh worker, or (a second time) reject as unfit.
-            return _timed("validate", ("fault", index, candidate.attempt, result.reason, result.sticky, {}), started)
-        verdict, baseline = result
-        release_memory()
-        if verdict.reason is not None:
-            answer = ("rejected", index, candidate.attempt, rejection(candidate, verdict), {})
-        else:
-            answer = _done(index, candidate, rejected, verdict, label, baseline)
-        answer[-1].update({f"validate.{k}": v for k, v in timings.items()})
-        return _timed("validate", answer, started)
-
-    return validate
+    return run
 
 
 def solver(validate_on: str | None = None):
