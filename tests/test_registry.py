@@ -123,7 +123,8 @@ def test_a_declared_operator_is_in_the_generated_docs(added):
 def test_a_declared_operator_gets_the_per_operator_tests(added):
     """(c) the registry-parametrised tests collect tests for the new operator, and they pass
     (a level-0 sample in the small window: seconds)."""
-    pytest_args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT)]
+    # -o pythonpath=: the ini option would put this checkout (its generator_core) before the copy
+    pytest_args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT), "-o", "pythonpath="]
     files = [str(ROOT / f) for f in PER_OPERATOR_TESTS]
     done = run(added, *pytest_args, "--collect-only", *files)
     assert done.returncode == 0, done.stdout + done.stderr
