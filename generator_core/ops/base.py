@@ -148,8 +148,3 @@ def unpinned(x: Tensor, axes: range | list[int]) -> bool:
     """None of these axes is pinned to one size (a keepdim 1, a stacked 2). Heavy operators
     want this: a matmul whose K is pinned to 1 cannot reach a large FLOPs window."""
     return all(not x.dims[a].fixed for a in axes)
-
-
-def fmt(value: Any) -> str:
-    """Python literal for a parameter (floats with repr, so they round-trip)."""
-    return repr(value)
