@@ -11,8 +11,8 @@ class Binary(Operator):
     arity = 2
     call: ClassVar[str]  # a format string over {a}, {b} and the node's params
 
-    def plan(self, b, x, want_ranks):
-        return Plan(inputs=[x, b.partner(x, x.dims)], out_dims=x.dims, params=self.draw_params(b.rng))
+    def plan(self, builder, x, want_ranks):  # not `b`, which names the second operand in `call`
+        return Plan(inputs=[x, builder.partner(x, x.dims)], out_dims=x.dims, params=self.draw_params(builder.rng))
 
     def draw_params(self, rng) -> dict:
         return {}
