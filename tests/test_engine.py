@@ -12,7 +12,7 @@ import pytest
 
 from generator_core import GenerationSpec, Sample
 from service.engine import Engine
-from service.engine.workers import CRASH_ENV
+from service.engine.faults import CRASH_ENV
 
 TCGEN = [shutil.which("tcgen") or sys.executable, *([] if shutil.which("tcgen") else ["-m", "service.cli"])]
 WINDOW = ["--min_flops", "65536", "--max_flops", "4194304", "--device", "cpu"]

@@ -21,7 +21,7 @@ import pytest
 from helpers import HI, JOB_SPEC, LO, SMALL, ndjson_results, wait_finished
 from generator_core import GenerationSpec, Sample
 from service.engine import Engine
-from service.engine.workers import FAULT_ENV
+from service.engine.faults import FAULT_ENV
 from service.local_server import LocalServer
 
 SPEC = GenerationSpec(level=2, min_flops=LO, max_flops=HI, seed=21)

@@ -29,7 +29,8 @@ from ray.exceptions import GetTimeoutError, RayError
 
 from service.engine.devices import MAX_PROGRAM_BYTES, DeviceSlot, default_max_total_bytes, device_slots
 from service.engine.pool import EngineError, Sent
-from service.engine.workers import CRASH_ENV, FAULT_ENV, _validator, solver
+from service.engine.faults import CRASH_ENV, FAULT_ENV
+from service.engine.workers import _validator, solver
 
 SOLVE_BATCH = 8  # solver requests per Ray task
 MAX_READY_FAILURES = 20  # readiness calls an actor may fail in a row before it is an error
@@ -51,7 +52,7 @@ def _cancel(ref) -> None:
 
 
 def _test_hooks() -> dict[str, str]:
-    """The tests' fault hooks (workers.CRASH_ENV, FAULT_ENV) reach Ray's worker processes
+    """The tests' fault hooks (faults.CRASH_ENV, FAULT_ENV) reach Ray's worker processes
     only through their runtime env; unset in normal runs."""
     return {k: os.environ[k] for k in (CRASH_ENV, FAULT_ENV) if k in os.environ}
 

@@ -17,74 +17,14 @@ import threading
 import time
 from typing import Any
 
-# Faults the tests inject on purpose: TCGEN_TEST_CRASH="<stage>:<index>[:<once-file>]" makes
-# the worker kill itself (SIGKILL, as a segfault or the OOM killer would) when it reaches
-# <stage> (solve or validate) for <index>; with <once-file>, only the first time (the file
-# records it). Unset in normal runs.
-CRASH_ENV = "TCGEN_TEST_CRASH"
-# TCGEN_TEST_FAULT="<oom|sticky>:<index>:<count-file>:<times>" makes the first <times>
-# validations of <index> fail inside the program as a full device (torch.OutOfMemoryError)
-# or a poisoned CUDA context (torch.AcceleratorError) would: for real on a GPU, and on the
-# CPU by raising the same exception types, so it exercises the exact path a GPU takes.
-FAULT_ENV = "TCGEN_TEST_FAULT"
+from service.engine.faults import maybe_crash, planned_fault
+
 # A worker exits with this status after a sticky device fault (its context is unusable).
 EXIT_POISONED = 75
 # Every program has new shapes, so oneDNN's per-shape kernel cache (1024 entries by
 # default) only grows a worker's memory; a few entries are enough.
 WORKER_ENV = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8", "DNNL_PRIMITIVE_CACHE_CAPACITY": "8"}
 SOLVER_ENV = {**WORKER_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-
-
-def _maybe_crash(stage: str, index: int) -> None:
-    planned = os.environ.get(CRASH_ENV, "")
-    if not planned:
-        return
-    want_stage, want_index, *once = planned.split(":", 2)
-    if (want_stage, want_index) != (stage, str(index)):
-        return
-    if once:
-        try:
-            os.close(os.open(once[0], os.O_CREAT | os.O_EXCL))
-        except FileExistsError:
-            return  # crashed once already
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _planned_fault(index: int, device: str):
-    """A context that makes the program's first torch call fail as the device would, or
-    None. On a GPU the failure is real: an allocation far beyond the device's memory, or an
-    out-of-bounds index that trips a device-side assert and poisons the CUDA context. On the
-    CPU the same exception types are raised. The count file holds how often it has fired."""
-    planned = os.environ.get(FAULT_ENV, "")
-    if not planned:
-        return None
-    kind, want_index, count_file, times = planned.split(":")
-    if want_index != str(index):
-        return None
-    fired = int(open(count_file).read() or 0) if os.path.exists(count_file) else 0
-    if fired >= int(times):
-        return None
-    with open(count_file, "w") as f:
-        f.write(str(fired + 1))
-
-    import torch
-    from torch.overrides import TorchFunctionMode
-
-    def fail():
-        if device == "cuda" and kind == "oom":
-            torch.empty(2**50, dtype=torch.uint8, device="cuda")  # 1 PiB
-        if device == "cuda":
-            torch.zeros(4, device="cuda")[torch.tensor([1 << 20], device="cuda")]  # device-side assert
-            torch.cuda.synchronize()
-        if kind == "oom":
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")
-        raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered (injected)")
-
-    class Fault(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            fail()
-
-    return Fault()
 
 
 PARENT_POLL_S = 0.1
@@ -174,7 +114,7 @@ def _validator(label: str):
     run = _device_run(device, release_memory)
 
     def validate(index: int, candidate, rejected: list[str]) -> tuple[Any, ...]:
-        _maybe_crash("validate", index)
+        maybe_crash("validate", index)
         started = time.perf_counter()
         timings: dict[str, float] = {}
         result = run(index, candidate, timings)
@@ -226,7 +166,7 @@ def _device_run(device: str, release_memory):
     def run(index: int, candidate, timings: dict[str, float]) -> tuple[Verdict, Baseline | None] | DeviceFault:
         fault = None
         try:
-            with _planned_fault(index, device) or contextlib.nullcontext():
+            with planned_fault(index, device) or contextlib.nullcontext():
                 verdict = validate_candidate(candidate, device=device, timings=timings)
             if verdict.reason is not None:
                 return verdict, None
@@ -261,7 +201,7 @@ def solver(validate_on: str | None = None):
         spec = specs.get(spec_json)
         if spec is None:
             spec = specs[spec_json] = GenerationSpec.model_validate_json(spec_json)
-        _maybe_crash("solve", index)
+        maybe_crash("solve", index)
         started = time.perf_counter()
         result = solve_attempt(spec, index, attempt)
         solved = time.perf_counter()
