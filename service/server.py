@@ -14,20 +14,21 @@ waiting in the app) for as long as it likes: 1,000 such connections stayed open.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from service.logs import LOG_CONFIG
+from service.logs import LOG_CONFIG, log_event
 from service.settings import Settings
 
 log = logging.getLogger("tcgen.server")
 
 
 def _raw_response(status: int, reason: str, detail: str, extra: str = "") -> bytes:
-    body = f'{{"detail": "{detail}"}}'.encode()
+    body = json.dumps({"detail": detail}).encode()  # the same body as every other error's
     return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
             f"{extra}connection: close\r\n\r\n").encode() + body
 
@@ -53,8 +54,8 @@ class GuardedH11Protocol(H11Protocol):
         self.waiting_for: str | None = None  # "headers", "body", or None while the app answers
         self.partial = False  # bytes of the awaited request have come
         if len(self.connections) > self.max_connections:
-            log.warning("connection refused: %d open", len(self.connections) - 1,
-                        extra={"event": "connection.refused", "open": len(self.connections) - 1})
+            already = len(self.connections) - 1
+            log_event(log, logging.WARNING, "connection.refused", f"connection refused: {already} open", open=already)
             self._close_with(TOO_MANY)
             return
         self._track()
