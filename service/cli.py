@@ -325,8 +325,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValidationError as err:  # a TCGEN_* variable, named as the environment spells it
         problems = "; ".join(f"TCGEN_{'_'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
                              for e in err.errors())
-        print(f"error: settings: {problems}", file=sys.stderr)
-        return 2
+        raise CliError(f"settings: {problems}") from None
     serve(create_app(settings), settings)
     return 0
 
