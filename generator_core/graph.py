@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from generator_core.ops.base import Operator, Plan
+from generator_core.rank_adapter import RESHAPE
 from generator_core.symbolic import MAX_DIM, Tensor, Var
 
 # Chance that a DAG operator reads an older tensor instead of the newest one (fan-out,
@@ -34,7 +35,7 @@ class Node:
 
     @property
     def is_adapter(self) -> bool:
-        return getattr(self.op, "adapter", False)
+        return self.op.is_adapter
 
 
 @dataclass
@@ -129,7 +130,7 @@ class Builder:
         return self.fresh_input(dims)
 
     def add_node(self, op: Operator, plan: Plan) -> Node:
-        adapter = getattr(op, "adapter", False)
+        adapter = op.is_adapter
         facts = _facts(op, plan.inputs[0])
         if self.dtype != "float32" and (not adapter or "rounded" in plan.inputs[0].facts):
             # Computed in a half type: every value rounded to 8 or 11 bits, so near-equal
@@ -177,8 +178,6 @@ def wire(ops: list[Operator], rng: random.Random, topology: str, dtype: str = "f
 
 
 def _wire(ops: list[Operator], rng: random.Random, topology: str, dtype: str, single_output: bool) -> Graph:
-    from generator_core.ops.layout import RESHAPE  # the rank adapter, not a registered op
-
     b = Builder(rng, topology, dtype, single_output)
     produced: list[Tensor] = []
     for i, op in enumerate(ops):

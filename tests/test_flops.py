@@ -1,4 +1,5 @@
-"""FLOPs conventions agree with torch.utils.flop_counter wherever it counts an operator."""
+"""FLOPs conventions: every operator costs what its catalogue formula says, and agrees with
+torch.utils.flop_counter wherever that counts an operator."""
 from __future__ import annotations
 
 import math
@@ -8,10 +9,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from generator_core import OPERATORS, generate
+from generator_core.ops.conv import ConvTranspose
 from helpers import ops_of, spec, tensor_shapes
 
 HEAVY = ops_of("linalg", "conv")  # the families FlopCounterMode counts
-TRANSPOSED = [n for n in ops_of("conv") if getattr(OPERATORS[n], "transposed", False)]
+TRANSPOSED = [n for n in ops_of("conv") if isinstance(OPERATORS[n], ConvTranspose)]
 
 
 def counted_flops(code: str) -> int:
@@ -63,3 +65,40 @@ def test_conv_transpose_convention_by_hand(name, seed):
     assert c_out % groups == 0
     expected = 2 * math.prod(x_shape) * (c_out // groups) * k ** (len(x_shape) - 2)
     assert s.flops_by_op[0] == s.flops == expected
+
+
+def _kernel_volume(node: dict, out_shape: list[int]) -> int:
+    return node["params"]["kernel_size"] ** (len(out_shape) - 2)
+
+
+# The catalogue's FLOPs formulas (docs/operators.md), evaluated on a solved node's concrete
+# shapes and parameters. An operator with a formula not listed here fails the test below:
+# a new convention must be taught here, against the number PyTorch's own counter gives
+# where it counts one.
+FORMULAS = {
+    "flops_per_element * output numel": lambda op, node, x, out: op.flops_per_element * math.prod(out),
+    "flops_per_element * input numel": lambda op, node, x, out: op.flops_per_element * math.prod(x),
+    "output numel * kernel volume": lambda op, node, x, out: math.prod(out) * _kernel_volume(node, out),
+    "0 (data movement)": lambda op, node, x, out: 0,
+    "2 * output numel * Cin/groups * kernel volume":
+        lambda op, node, x, out: 2 * math.prod(out) * x[1] // node["params"]["groups"] * _kernel_volume(node, out),
+    "2 * input numel * Cout/groups * kernel volume":
+        lambda op, node, x, out: 2 * math.prod(x) * out[1] // node["params"]["groups"] * _kernel_volume(node, out),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+def test_every_operator_costs_what_its_catalogue_formula_says(name):
+    """Each lone operator's flops_by_op equals its documented formula on the solved shapes;
+    where FlopCounterMode counts the operator (matmul, conv) it must agree too."""
+    op = OPERATORS[name]
+    for index in range(3):
+        s = generate(spec(op_sequence=[name], seed=5, validate=False), index)
+        node, shapes = s.graph["nodes"][0], tensor_shapes(s.graph)
+        x, out = shapes[node["inputs"][0]], node["shape"]
+        if op.flops_formula in FORMULAS:
+            assert s.flops_by_op[0] == FORMULAS[op.flops_formula](op, node, x, out), (name, index)
+        else:  # matmul-like: PyTorch's counter is the reference (checked below)
+            assert name in HEAVY, f"{name}: teach FORMULAS its formula {op.flops_formula!r}"
+        if name in HEAVY:
+            assert s.flops_by_op[0] == counted_flops(s.pytorch), (name, index)

@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from generator_core import GenerationSpec
+from generator_core import OPERATORS, GenerationSpec
 from generator_core.generate import solve_attempt
 from generator_core.ops.conv import MIN_TRANSPOSED_IN_PER_GROUP
-from generator_core.ops.norm import MAX_REDUCED
-from generator_core.ops.scan import MIN_INNERMOST_SCAN
+from generator_core.ops.norm import MAX_REDUCED, Normalization
+from generator_core.ops.scan import MIN_INNERMOST_SCAN, Scan
 from helpers import HI, LO
 
 WINDOWS = [(LO, HI), (2**34, 2**35)]
@@ -29,34 +29,38 @@ def solved_nodes(op: str, window: tuple[int, int], count: int = 25):
         yield from ((n, shapes) for n in g["nodes"] if n["op"] == op)
 
 
+# The operators that carry each rule, found from their declarations (no names here).
+GROUP_FLOORED = [n for n, op in OPERATORS.items() if getattr(op, "min_in_per_group", 1) > 1]
+NORMS = [n for n, op in OPERATORS.items() if isinstance(op, Normalization)]
+INDEXED_SCANS = [n for n, op in OPERATORS.items() if isinstance(op, Scan) and op.with_indices]
+
+
+def test_the_rules_have_operators():
+    """Each rule is exercised (the transposed convolutions, the norms, CumMax and CumMin)."""
+    assert GROUP_FLOORED and NORMS and INDEXED_SCANS
+
+
 @pytest.mark.parametrize("window", WINDOWS)
-@pytest.mark.parametrize("op", ["ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"])
+@pytest.mark.parametrize("op", GROUP_FLOORED)
 def test_transposed_convolutions_keep_enough_input_channels_per_group(op, window):
     nodes = list(solved_nodes(op, window))
     assert nodes
-    assert all(n["params"]["in_per_group"] >= MIN_TRANSPOSED_IN_PER_GROUP for n, _ in nodes)
-
-
-def _reduced(op: str, node: dict, shape: list[int]) -> int:
-    if op == "BatchNorm":
-        return math.prod(shape) // shape[1]
-    if op == "InstanceNorm":
-        return math.prod(shape[2:])
-    if op == "GroupNorm":
-        return math.prod(shape[1:]) // node["params"]["num_groups"]
-    return math.prod(shape[-node["params"]["normalized_axes"]:])  # LayerNorm
+    floor = OPERATORS[op].min_in_per_group
+    assert floor == MIN_TRANSPOSED_IN_PER_GROUP
+    assert all(n["params"]["in_per_group"] >= floor for n, _ in nodes)
 
 
 @pytest.mark.parametrize("window", WINDOWS)
-@pytest.mark.parametrize("op", ["BatchNorm", "InstanceNorm", "GroupNorm", "LayerNorm"])
+@pytest.mark.parametrize("op", NORMS)
 def test_normalisations_reduce_a_bounded_number_of_elements(op, window):
     nodes = list(solved_nodes(op, window))
     assert nodes
-    assert all(_reduced(op, n, shapes[n["inputs"][0]]) <= MAX_REDUCED for n, shapes in nodes)
+    norm = OPERATORS[op]
+    assert all(math.prod(norm.reduced(shapes[n["inputs"][0]], n["params"])) <= MAX_REDUCED for n, shapes in nodes)
 
 
 @pytest.mark.parametrize("window", WINDOWS)
-@pytest.mark.parametrize("op", ["CumMax", "CumMin"])
+@pytest.mark.parametrize("op", INDEXED_SCANS)
 def test_innermost_scans_with_indices_are_long_enough(op, window):
     innermost = [(n, shapes[n["inputs"][0]]) for n, shapes in solved_nodes(op, window, 60)
                  if n["params"]["dim"] == len(shapes[n["inputs"][0]]) - 1]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from generator_core.symbolic import Term, Tensor, Var, numel_term
 
 if TYPE_CHECKING:  # only for annotations: ops never import the graph or the solver
-    from generator_core.graph import Builder
+    from generator_core.graph import Builder, Node
     from generator_core.solve import ShapeModel
 
 ALL_RANKS = (1, 2, 3, 4, 5)
@@ -71,6 +71,8 @@ class Operator:
     # Abs, Cos of Abs): a node a grader's task would not need.
     pointless_on: ClassVar[frozenset[str]] = frozenset()
     extreme_of_large: ClassVar[bool] = False  # max/min-like: "large" inputs give "saturating"
+    # Wiring's rank adapter (rank_adapter.Reshape), which no one draws: its output is a view.
+    is_adapter: ClassVar[bool] = False
 
     # -- wiring -------------------------------------------------------------------------
     def accepts(self, x: Tensor) -> bool:
@@ -85,10 +87,10 @@ class Operator:
         return Plan(inputs=[x], out_dims=x.dims)
 
     # -- solving ------------------------------------------------------------------------
-    def constrain(self, node: Any, m: ShapeModel) -> None:
+    def constrain(self, node: Node, m: ShapeModel) -> None:
         """Add CP-SAT constraints over the node's Vars (none for shape-preserving ops)."""
 
-    def flops(self, node: Any) -> list[Term]:
+    def flops(self, node: Node) -> list[Term]:
         return [numel_term(node.output.dims, self.flops_per_element)]
 
     def min_flops(self) -> int:

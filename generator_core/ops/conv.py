@@ -52,22 +52,22 @@ def constrain_window_output(m, length, out, p) -> None:
 MIN_TRANSPOSED_IN_PER_GROUP = 8
 
 
-class Conv(Operator):
+class Convolution(Operator):
+    """What a convolution and a transposed convolution share: an (N, Cin, *spatial) input, a
+    fresh weight, solved window parameters and channels split into groups."""
+
     family = "conv"
     arity = 2  # input and weight
     n: ClassVar[int]
-    transposed: ClassVar[bool] = False
     makes_facts = frozenset({"large"})
     # ArgMax / ArgMin indices (few, capped for ties) cannot carry a FLOPs window: a
     # convolution of them is given a fresh input instead.
     pointless_on = frozenset({"discrete"})
+    min_in_per_group: ClassVar[int] = 1  # input channels each group reduces over
 
     def __init__(self):
         self.input_ranks = (self.n + 2,)
-        self.flops_formula = ("2 * input numel * Cout/groups * kernel volume" if self.transposed
-                              else "2 * output numel * Cin/groups * kernel volume")
-        kmax = KERNEL_MAX[self.n]
-        self.flops_per_element_bound = 2 * MAX_DIM * kmax**self.n
+        self.flops_per_element_bound = 2 * MAX_DIM * KERNEL_MAX[self.n] ** self.n
 
     def accepts(self, x):
         return x.rank in self.input_ranks and unpinned(x, range(1, x.rank))
@@ -79,34 +79,65 @@ class Conv(Operator):
         p["in_per_group"] = b.dim()
         p["out_per_group"] = b.dim()
         c_out = b.dim()
-        if self.transposed:
-            p["output_padding"] = b.param("output_padding", 0, 3, 1 if b.rng.random() < 0.2 else 0)
-            w_dims = (c_in, p["out_per_group"]) + (p["kernel_size"],) * self.n
-        else:
-            w_dims = (c_out, p["in_per_group"]) + (p["kernel_size"],) * self.n
-        weight = b.fresh_input(w_dims, fan_in_axes=tuple(range(1, self.n + 2)))
+        weight = b.fresh_input(self.weight_dims(b, c_in, c_out, p), fan_in_axes=tuple(range(1, self.n + 2)))
         out_spatial = tuple(b.derived_dim() for _ in range(self.n))
         return Plan(inputs=[x, weight], out_dims=(batch, c_out) + out_spatial, params=p)
 
+    def weight_dims(self, b, c_in, c_out, p) -> tuple:
+        """The weight's shape (may draw more parameters into `p`)."""
+        raise NotImplementedError
+
     def constrain(self, node, m):
         x, p = node.inputs[0], node.params
-        c_out = node.output.dims[1]
         m.add(m.v(x.dims[1]) == m.product([p["groups"], p["in_per_group"]]))
-        m.add(m.v(c_out) == m.product([p["groups"], p["out_per_group"]]))
-        if self.transposed:
-            # A transposed convolution's GEMM reduces over in_per_group: with a handful of
-            # input channels per group, cuDNN's kernels (and the per-group fallback) crawl.
-            # Measured on an H100 at 2**34 FLOPs: 0.5-1.6 s with 1-5 channels per group, 95 s
-            # for a depthwise one (groups = channels), against a floor of a few ms.
-            m.add(m.v(p["in_per_group"]) >= MIN_TRANSPOSED_IN_PER_GROUP)
+        m.add(m.v(node.output.dims[1]) == m.product([p["groups"], p["out_per_group"]]))
+        if self.min_in_per_group > 1:
+            m.add(m.v(p["in_per_group"]) >= self.min_in_per_group)
         for length, out in zip(x.dims[2:], node.output.dims[2:]):
-            if self.transposed:
-                self.constrain_transposed_output(m, length, out, p)
-            else:
-                constrain_window_output(m, length, out, p)
+            self.constrain_output_length(m, length, out, p)
 
-    @staticmethod
-    def constrain_transposed_output(m, length, out, p):
+    def constrain_output_length(self, m, length, out, p) -> None:
+        raise NotImplementedError
+
+    def min_flops(self):
+        return 2 * 32
+
+    def render_call(self, r, fn: str, extra: str = "") -> str:
+        p = r.params
+        return (f"{F}.{fn}({r.args[0]}, {r.args[1]}, stride={p['stride']}, padding={p['padding']}"
+                f"{extra}, dilation={p['dilation']}, groups={p['groups']})")
+
+
+class Conv(Convolution):
+    flops_formula = "2 * output numel * Cin/groups * kernel volume"
+
+    def weight_dims(self, b, c_in, c_out, p):
+        return (c_out, p["in_per_group"]) + (p["kernel_size"],) * self.n
+
+    def constrain_output_length(self, m, length, out, p):
+        constrain_window_output(m, length, out, p)
+
+    def flops(self, node):
+        kernel = (node.params["kernel_size"],) * self.n
+        return [Term(2, node.output.dims + (node.params["in_per_group"],) + kernel)]
+
+    def render(self, r):
+        return self.render_call(r, f"conv{self.n}d")
+
+
+class ConvTranspose(Convolution):
+    flops_formula = "2 * input numel * Cout/groups * kernel volume"
+    # Its GEMM reduces over in_per_group: with a handful of input channels per group, cuDNN's
+    # kernels (and the per-group fallback) crawl. Measured on an H100 at 2**34 FLOPs: 0.5-1.6 s
+    # with 1-5 channels per group, 95 s for a depthwise one (groups = channels), against a
+    # floor of a few ms.
+    min_in_per_group = MIN_TRANSPOSED_IN_PER_GROUP
+
+    def weight_dims(self, b, c_in, c_out, p):
+        p["output_padding"] = b.param("output_padding", 0, 3, 1 if b.rng.random() < 0.2 else 0)
+        return (c_in, p["out_per_group"]) + (p["kernel_size"],) * self.n
+
+    def constrain_output_length(self, m, length, out, p):
         """out = (length-1)*stride - 2*padding + dilation*(kernel_size-1) + output_padding + 1,
         with output_padding smaller than stride or dilation (PyTorch's rule)."""
         stride, dilation, out_pad = m.v(p["stride"]), m.v(p["dilation"]), m.v(p["output_padding"])
@@ -118,22 +149,12 @@ class Conv(Operator):
         m.add(2 * padding <= span)
         m.add(padding <= stretched + out_pad)
 
-    def flops(self, node):
-        x, p = node.inputs[0], node.params
-        kernel = (p["kernel_size"],) * self.n
-        if self.transposed:  # the dense work: every input element meets every kernel tap
-            return [Term(2, x.dims + (p["out_per_group"],) + kernel)]
-        return [Term(2, node.output.dims + (p["in_per_group"],) + kernel)]
-
-    def min_flops(self):
-        return 2 * 32
+    def flops(self, node):  # the dense work: every input element meets every kernel tap
+        kernel = (node.params["kernel_size"],) * self.n
+        return [Term(2, node.inputs[0].dims + (node.params["out_per_group"],) + kernel)]
 
     def render(self, r):
-        p = r.params
-        fn = f"conv_transpose{self.n}d" if self.transposed else f"conv{self.n}d"
-        extra = f", output_padding={p['output_padding']}" if self.transposed else ""
-        return (f"{F}.{fn}({r.args[0]}, {r.args[1]}, stride={p['stride']}, padding={p['padding']}"
-                f"{extra}, dilation={p['dilation']}, groups={p['groups']})")
+        return self.render_call(r, f"conv_transpose{self.n}d", f", output_padding={r.params['output_padding']}")
 
 
 @register
@@ -158,24 +179,24 @@ class Conv3d(Conv):
 
 
 @register
-class ConvTranspose1d(Conv):
+class ConvTranspose1d(ConvTranspose):
     description = ("ConvTranspose1d: 1-D transposed convolution of an (N, Cin, L) input with a fresh weight; "
                    "kernel_size, stride, padding, output_padding, dilation, groups and the output channels are "
                    "solved (F.conv_transpose1d)")
-    n, transposed = 1, True
+    n = 1
 
 
 @register
-class ConvTranspose2d(Conv):
+class ConvTranspose2d(ConvTranspose):
     description = ("ConvTranspose2d: 2-D transposed convolution of an (N, Cin, H, W) input with a fresh weight; "
                    "kernel_size, stride, padding, output_padding, dilation, groups and the output channels are "
                    "solved (F.conv_transpose2d)")
-    n, transposed = 2, True
+    n = 2
 
 
 @register
-class ConvTranspose3d(Conv):
+class ConvTranspose3d(ConvTranspose):
     description = ("ConvTranspose3d: 3-D transposed convolution of an (N, Cin, D, H, W) input with a fresh weight; "
                    "kernel_size, stride, padding, output_padding, dilation, groups and the output channels are "
                    "solved (F.conv_transpose3d)")
-    n, transposed = 3, True
+    n = 3
