@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol, Sequence
 
 from service.engine.devices import DeviceSlot
+from service.engine.messages import Answer, Request
 from service.engine.pool import Sent
 
 # What one wait brings back: answers as (worker, the request answered, the answer), requests
 # lost one by one as (worker, request, why, blame) (a Ray task that failed; a local process
 # loses all of its requests at once, so it reports none), and workers found dead.
-Answered = tuple[Any, Sent, tuple]
+Answered = tuple[Any, Sent, Answer]
 LostOne = tuple[Any, Sent, str, bool]
 Collected = tuple[list[Answered], list[LostOne], list[Any]]
 
@@ -24,7 +25,9 @@ class EngineWorker(Protocol):
 
     name: str
     stage: str  # "solver" or "validation"
-    args: tuple[Any, ...]  # the entry point's arguments; a validation worker's first is its device label
+    # A validation worker's device label ("cpu", "cuda:<i>"); a solver's, the device it
+    # validates its own samples on ("cpu": cpu_validation inline) or None (it does not).
+    device: str | None
 
     @property
     def started(self) -> bool: ...
@@ -36,7 +39,7 @@ class EngineWorker(Protocol):
     @property
     def in_flight(self) -> Sequence[Sent]: ...
 
-    def send(self, run: int, index: int, request: Any) -> None: ...
+    def send(self, run: int, index: int, request: Request) -> None: ...
 
 
 class Backend(Protocol):
@@ -50,7 +53,7 @@ class Backend(Protocol):
 
     def default_max_total_bytes(self, slots: list[DeviceSlot]) -> int: ...
 
-    def make_worker(self, name: str, target: Callable[..., None], args: tuple, env: dict[str, str],
+    def make_worker(self, name: str, target: Callable[..., None], device: str | None, env: dict[str, str],
                     capacity: int, stage: str) -> EngineWorker: ...
 
     def start(self, w: EngineWorker) -> None: ...

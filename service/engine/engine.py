@@ -22,8 +22,9 @@ from typing import Callable, Iterable, Iterator
 from generator_core.generate import MAX_ATTEMPTS, Candidate, give_up
 from generator_core.sample import Sample
 from generator_core.spec import GenerationSpec
-from service.engine.backend import Backend
+from service.engine.backend import Backend, EngineWorker
 from service.engine.devices import DeviceSlot, default_flops_window
+from service.engine.messages import Answer, Done, Fault, Rejected, Solved, SolveRequest, ValidateRequest
 from service.engine.pool import LocalBackend, Sent
 from service.engine.workers import SOLVER_ENV, WORKER_ENV, solver_main, validation_main
 from service.logs import log_event
@@ -156,11 +157,11 @@ class Engine:
         self.progress = Progress()
         self.observer = observer or Observer()
         self._stop = False
-        self._solvers = [self.backend.make_worker(f"tcgen-solver-{i}", solver_main, ("cpu" if inline else None,),
+        self._solvers = [self.backend.make_worker(f"tcgen-solver-{i}", solver_main, "cpu" if inline else None,
                                                   SOLVER_ENV, SOLVER_DEPTH, "solver")
                          for i in range(self.solver_workers)]
         self._validators = [] if inline else [
-            self.backend.make_worker(f"tcgen-validate-{s.label}", validation_main, (s.label,), {**WORKER_ENV, **s.env},
+            self.backend.make_worker(f"tcgen-validate-{s.label}", validation_main, s.label, {**WORKER_ENV, **s.env},
                                      VALIDATION_DEPTH, "validation")
             for s in self.slots]
 
@@ -209,7 +210,7 @@ class Engine:
         Stops early (after the outcomes already in order) on `request_stop()` or once
         `stop_when()` is true (a cancelled job, a draining service)."""
         self.start(validation=spec.validate_samples)
-        run = _Run(self, spec)
+        run = _Run(self, spec, self._solvers, self._validators)
         try:
             yield from self._run(run, indices, stop_when)
         finally:  # a run that stops early cancels what it left in flight (on Ray: its tasks)
@@ -273,8 +274,10 @@ class IndexQueue:
 class _Run:
     """The state of one `Engine.run`: queues, per-index attempts, finished outcomes."""
 
-    def __init__(self, engine: Engine, spec: GenerationSpec):
+    def __init__(self, engine: Engine, spec: GenerationSpec, solvers: list[EngineWorker],
+                 validators: list[EngineWorker]):
         self.engine, self.spec = engine, spec
+        self.solvers, self.validators = solvers, validators  # the engine's workers, by stage
         self.spec_json = spec.model_dump_json(by_alias=True)
         self.states: dict[int, _Index] = {}
         self.solve_queue = IndexQueue()
@@ -283,18 +286,18 @@ class _Run:
         self.id = next(_RUN_IDS)
 
     def dispatch(self) -> None:
-        for w in self.engine._solvers:
+        for w in self.solvers:
             while w.free and self.solve_queue:
                 index = self.solve_queue.pop()
                 state = self.states[index]
-                w.send(self.id, index, (self.spec_json, index, state.attempt, state.rejected))
+                w.send(self.id, index, SolveRequest(self.spec_json, index, state.attempt, state.rejected))
         while self.validate_queue:
-            w = max(self.engine._validators, key=lambda v: v.free)
+            w = max(self.validators, key=lambda v: v.free)
             if not w.free:
                 break
             index = self.validate_queue.pop()
             state = self.states[index]
-            w.send(self.id, index, (index, state.candidate, state.rejected))
+            w.send(self.id, index, ValidateRequest(index, state.candidate, state.rejected))
 
     def wait_and_handle(self, timeout: float) -> None:
         answers, lost, dead = self.engine.backend.collect(timeout)
@@ -305,35 +308,34 @@ class _Run:
         for w in dead:
             self.replace(w)
         now = time.monotonic()
-        for workers, limit in ((self.engine._solvers, SOLVE_TIMEOUT_S), (self.engine._validators, VALIDATE_TIMEOUT_S)):
+        for workers, limit in ((self.solvers, SOLVE_TIMEOUT_S), (self.validators, VALIDATE_TIMEOUT_S)):
             for w in workers:
                 self.engine.backend.kill_hung(w, now, limit)
 
-    def handle(self, w, sent: Sent, message: tuple) -> None:
-        kind, index = message[0], message[1]
-        timings = message[-1]
+    def handle(self, w, sent: Sent, message: Answer) -> None:
+        index, timings = message.index, message.timings
         for stage in ("solve", "validate"):
             if stage in timings:
                 self.engine.observer.stage_timed(stage, timings[stage])
-        self.engine.observer.answered(kind, index, timings)
-        if kind == "fault" and message[4]:  # whichever run it served, a poisoned worker must go
+        self.engine.observer.answered(message.kind, index, timings)
+        if isinstance(message, Fault) and message.sticky:  # whichever run it served, a poisoned worker must go
             self.replace(w, blame=False)
         state = self.states.get(index)
         if sent.run != self.id or state is None or index in self.done:
             return  # left behind by an earlier run that stopped early
-        if kind == "done":
-            self.done[index] = Outcome(index, message[3], relaxed=message[4])
-            if message[5]:
-                self.engine.progress.validated[message[5]] += 1
-        elif kind == "rejected":
-            if w.stage == "validation" or self.spec.validate_samples and "no solution" not in message[3]:
+        if isinstance(message, Done):
+            self.done[index] = Outcome(index, message.sample_json, relaxed=message.relaxed)
+            if message.device:
+                self.engine.progress.validated[message.device] += 1
+        elif isinstance(message, Rejected):
+            if w.stage == "validation" or self.spec.validate_samples and "no solution" not in message.reason:
                 self.engine.progress.validated[self._label(w)] += 1
-            self.reject(index, message[3])
-        elif kind == "solved":
-            state.candidate = message[3]
+            self.reject(index, message.reason)
+        elif isinstance(message, Solved):
+            state.candidate = message.candidate
             self.validate_queue.push(index)
-        elif kind == "fault":
-            self.device_fault(w, index, message[3], sticky=message[4])
+        elif isinstance(message, Fault):
+            self.device_fault(w, index, message.reason, sticky=message.sticky)
 
     def device_fault(self, w, index: int, reason: str, sticky: bool) -> None:
         """The device failed on this attempt (out of memory after the worker emptied its
@@ -353,7 +355,7 @@ class _Run:
             self.replace(w, blame=False)  # its other requests did nothing wrong
 
     def _label(self, w) -> str:
-        return w.args[0] if w.stage == "validation" else "cpu"
+        return w.device if w.stage == "validation" else "cpu"
 
     def reject(self, index: int, why: str) -> None:
         state = self.states[index]

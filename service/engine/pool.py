@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from service.engine.devices import DeviceSlot, default_max_total_bytes, device_slots
+from service.engine.messages import Answer, Ready, Request
 
 SPAWN = mp.get_context("spawn")
 MAX_START_FAILURES = 3  # a worker that dies before it is ready this often is an error
@@ -28,15 +29,17 @@ class Sent:
 
     run: int
     index: int
-    request: Any
+    request: Request
     at: float
 
 
 @dataclass
 class Worker:
     name: str
-    target: Callable[..., None]
-    args: tuple[Any, ...] = ()
+    target: Callable[..., None]  # the process's entry point: target(its end of the pipe, device)
+    # A validation worker's device label ("cpu", "cuda:<i>"); a solver's, the device it
+    # validates its own samples on ("cpu", cpu_validation inline) or None (it does not).
+    device: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     capacity: int = 1  # requests in flight at once (kept small: pipes have finite buffers)
     stage: str = "solver"  # or "validation"
@@ -54,7 +57,7 @@ class Worker:
         saved = {k: os.environ.get(k) for k in self.env}
         os.environ.update(self.env)  # a spawned child starts with the parent's environment
         try:
-            self.process = SPAWN.Process(target=self.target, args=(child_end, *self.args), name=self.name, daemon=True)
+            self.process = SPAWN.Process(target=self.target, args=(child_end, self.device), name=self.name, daemon=True)
             self.process.start()
         finally:
             for k, v in saved.items():
@@ -69,7 +72,7 @@ class Worker:
     def free(self) -> int:
         return self.capacity - len(self.in_flight) if self.ready else 0
 
-    def send(self, run: int, index: int, request: Any) -> None:
+    def send(self, run: int, index: int, request: Request) -> None:
         self.in_flight.append(Sent(run, index, request, time.monotonic()))
         self.conn.send(request)
 
@@ -143,9 +146,9 @@ class LocalBackend:
     def default_max_total_bytes(slots: list[DeviceSlot]) -> int:
         return default_max_total_bytes(slots)
 
-    def make_worker(self, name: str, target: Callable[..., None], args: tuple, env: dict[str, str],
+    def make_worker(self, name: str, target: Callable[..., None], device: str | None, env: dict[str, str],
                     capacity: int, stage: str) -> Worker:
-        return Worker(name, target, args=args, env=env, capacity=capacity, stage=stage)
+        return Worker(name, target, device=device, env=env, capacity=capacity, stage=stage)
 
     def start(self, w: Worker) -> None:
         w.start()
@@ -171,10 +174,9 @@ class LocalBackend:
                 raise TimeoutError("engine workers did not become ready in time")
             for w in workers:
                 if not w.ready and w.conn.poll(0.05):
-                    message = w.conn.recv()
-                    w.ready = message[0] == "ready"
+                    w.ready = isinstance(w.conn.recv(), Ready)
 
-    def collect(self, timeout: float) -> tuple[list[tuple[Worker, Sent, tuple]], list, list[Worker]]:
+    def collect(self, timeout: float) -> tuple[list[tuple[Worker, Sent, Answer]], list, list[Worker]]:
         """(answers as (worker, request, message), requests lost alone (none here: a process
         loses all of its requests when it dies), dead workers) after waiting up to `timeout`."""
         events = [key.data for key, _ in self._selector.select(timeout)]
@@ -185,10 +187,10 @@ class LocalBackend:
             try:
                 while w.conn.poll():
                     message = w.conn.recv()
-                    if message[0] == "ready":
+                    if isinstance(message, Ready):
                         w.ready, w.start_failures = True, 0
                     else:
-                        answers.append((w, w.answered(message[1]), message))
+                        answers.append((w, w.answered(message.index), message))
             except (EOFError, OSError):
                 dead.append(w)
         dead += [w for w, what, process in events if what == "exit" and process is w.process and w not in dead]

@@ -28,8 +28,9 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError
 
 from service.engine.devices import MAX_PROGRAM_BYTES, DeviceSlot, default_max_total_bytes, device_slots
-from service.engine.pool import EngineError, Sent
 from service.engine.faults import CRASH_ENV, FAULT_ENV
+from service.engine.messages import Answer, Request, SolveRequest, ValidateRequest
+from service.engine.pool import EngineError, Sent
 from service.engine.workers import _validator, solver
 
 SOLVE_BATCH = 8  # solver requests per Ray task
@@ -71,7 +72,7 @@ def _uninterruptible() -> None:
 
 
 @ray.remote(num_cpus=1, max_retries=0)
-def solve_task(requests: list[tuple], validate_on: str | None) -> list[tuple]:
+def solve_task(requests: list[SolveRequest], validate_on: str | None) -> list[Answer]:
     """The answers to a batch of solver requests, in order."""
     handle = _SOLVERS.get(validate_on)
     if handle is None:
@@ -92,8 +93,8 @@ class ValidationActor:
     def ready(self) -> int:
         return os.getpid()
 
-    def validate(self, index: int, candidate, rejected: list[str]) -> tuple:
-        return self._validate(index, candidate, rejected)
+    def validate(self, request: ValidateRequest) -> Answer:
+        return self._validate(request)
 
 
 @ray.remote(num_gpus=1)
@@ -112,7 +113,9 @@ class RayWorker:
 
     name: str
     stage: str  # "solver" or "validation"
-    args: tuple
+    # A validation actor's device label ("cpu", "cuda:<i>"); a solver slot's, the device its
+    # tasks validate their own samples on ("cpu": cpu_validation inline) or None.
+    device: str | None
     env: dict[str, str]
     capacity: int
     started: bool = False
@@ -137,7 +140,7 @@ class RayWorker:
     def free(self) -> int:
         return self.capacity - len(self.pending) - sum(map(len, self.batches.values())) if self.ready else 0
 
-    def send(self, run: int, index: int, request: Any) -> None:
+    def send(self, run: int, index: int, request: Request) -> None:
         sent = Sent(run, index, request, time.monotonic())
         if self.stage == "solver" and index in self.alone:
             self.flush()
@@ -148,11 +151,11 @@ class RayWorker:
             if len(self.pending) >= SOLVE_BATCH:
                 self.flush()
         else:
-            self.batches[self.actor.validate.remote(*request)] = [sent]
+            self.batches[self.actor.validate.remote(request)] = [sent]
 
     def flush(self) -> None:
         if self.pending:
-            self.batches[self.task.remote([s.request for s in self.pending], self.args[0])] = self.pending
+            self.batches[self.task.remote([s.request for s in self.pending], self.device)] = self.pending
             self.pending = []
 
 
@@ -199,10 +202,10 @@ class RayBackend:
         return min(MAX_PROGRAM_BYTES, int(smallest * 0.8))
 
     # -- workers ------------------------------------------------------------------------
-    def make_worker(self, name: str, target, args: tuple, env: dict[str, str], capacity: int,
+    def make_worker(self, name: str, target, device: str | None, env: dict[str, str], capacity: int,
                     stage: str) -> RayWorker:
         # Two batches in flight per solver slot: one solving, one queued behind it.
-        w = RayWorker(name, stage, args, env, 2 * SOLVE_BATCH if stage == "solver" else capacity, alone=self.alone)
+        w = RayWorker(name, stage, device, env, 2 * SOLVE_BATCH if stage == "solver" else capacity, alone=self.alone)
         self.workers.append(w)
         return w
 
@@ -212,9 +215,9 @@ class RayBackend:
             w.task = solve_task.options(runtime_env=runtime_env)
             w.ready = True
         else:
-            gpu = w.args[0].startswith("cuda")
+            gpu = w.device.startswith("cuda")
             w.actor = ValidationActor.options(num_cpus=1, num_gpus=1 if gpu else 0,
-                                              runtime_env=runtime_env).remote(w.args[0])
+                                              runtime_env=runtime_env).remote(w.device)
             w.ready_ref = w.actor.ready.remote()
         w.started = True
 

@@ -15,9 +15,10 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Callable
 
 from service.engine.faults import maybe_crash, planned_fault
+from service.engine.messages import Answer, Done, Fault, Ready, Rejected, Request, Solved, SolveRequest, ValidateRequest
 
 # A worker exits with this status after a sticky device fault (its context is unusable).
 EXIT_POISONED = 75
@@ -44,16 +45,16 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _serve(conn, handle) -> None:
+def _serve(conn, handle: Callable[[Request], Answer]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
-    if not _send(conn, ("ready", os.getpid())):
+    if not _send(conn, Ready(os.getpid())):
         return
     while (request := _receive(conn)) is not None:
         answer = handle(request)
         if not _send(conn, answer):
             return
-        if answer[0] == "fault" and answer[4]:
+        if isinstance(answer, Fault) and answer.sticky:
             os._exit(EXIT_POISONED)  # a sticky CUDA error: nothing more can run in this context
 
 
@@ -74,18 +75,16 @@ def _send(conn, message) -> bool:
         return False
 
 
-def _done(index: int, candidate, rejected: list[str], verdict, label: str | None,
-          baseline=None) -> tuple[Any, ...]:
-    """The finished sample, serialised here so the parent only routes and writes bytes.
-    Every answer ends with a dict of timings (seconds), which only metrics and benches read."""
+def _done(index: int, candidate, rejected: list[str], verdict, label: str | None, baseline=None) -> Done:
+    """The finished sample, serialised here so the parent only routes and writes bytes."""
     from generator_core.generate import make_sample
 
     sample_json = make_sample(candidate, rejected, verdict, baseline).model_dump_json()
-    return ("done", index, candidate.attempt, sample_json, candidate.fields["flops_window_relaxed"], label, {})
+    return Done(index, candidate.attempt, sample_json, candidate.fields["flops_window_relaxed"], label)
 
 
-def _timed(stage: str, answer: tuple[Any, ...], started: float) -> tuple[Any, ...]:
-    answer[-1][stage] = time.perf_counter() - started
+def _timed(stage: str, answer: Answer, started: float) -> Answer:
+    answer.timings[stage] = time.perf_counter() - started
     return answer
 
 
@@ -101,8 +100,8 @@ def _release_memory():
     return lambda: trim(0)
 
 
-def _validator(label: str):
-    """validate(index, candidate, rejected) -> the worker's answer, on this process's device.
+def _validator(label: str) -> Callable[[ValidateRequest], Answer]:
+    """validate(request) -> the worker's answer, on this process's device.
     CUDA_VISIBLE_DEVICES was set before the process started, so torch (imported here, the
     first time in this process) sees exactly the one GPU of `label`."""
     from generator_core.generate import rejection
@@ -113,7 +112,8 @@ def _validator(label: str):
     _set_up_device(device)
     run = _device_run(device, release_memory)
 
-    def validate(index: int, candidate, rejected: list[str]) -> tuple[Any, ...]:
+    def validate(request: ValidateRequest) -> Answer:
+        index, candidate = request.index, request.candidate
         maybe_crash("validate", index)
         started = time.perf_counter()
         timings: dict[str, float] = {}
@@ -122,14 +122,14 @@ def _validator(label: str):
             result = run(index, candidate, timings)  # out of memory: once more, with the caches emptied
         if isinstance(result, DeviceFault):
             # The engine decides: retry on a fresh worker, or (a second time) reject as unfit.
-            return _timed("validate", ("fault", index, candidate.attempt, result.reason, result.sticky, {}), started)
+            return _timed("validate", Fault(index, candidate.attempt, result.reason, result.sticky), started)
         verdict, baseline = result
         release_memory()
         if verdict.reason is not None:
-            answer = ("rejected", index, candidate.attempt, rejection(candidate, verdict), {})
+            answer: Answer = Rejected(index, candidate.attempt, rejection(candidate, verdict))
         else:
-            answer = _done(index, candidate, rejected, verdict, label, baseline)
-        answer[-1].update({f"validate.{k}": v for k, v in timings.items()})
+            answer = _done(index, candidate, request.rejected, verdict, label, baseline)
+        answer.timings.update({f"validate.{k}": v for k, v in timings.items()})
         return _timed("validate", answer, started)
 
     return validate
@@ -195,25 +195,25 @@ def solver(validate_on: str | None = None):
     specs: dict[str, GenerationSpec] = {}
     validate = None
 
-    def handle(request: tuple[str, int, int, list[str]]) -> tuple[Any, ...]:
+    def handle(request: SolveRequest) -> Answer:
         nonlocal validate
-        spec_json, index, attempt, rejected = request
-        spec = specs.get(spec_json)
+        index, attempt, rejected = request.index, request.attempt, request.rejected
+        spec = specs.get(request.spec_json)
         if spec is None:
-            spec = specs[spec_json] = GenerationSpec.model_validate_json(spec_json)
+            spec = specs[request.spec_json] = GenerationSpec.model_validate_json(request.spec_json)
         maybe_crash("solve", index)
         started = time.perf_counter()
         result = solve_attempt(spec, index, attempt)
         solved = time.perf_counter()
         if isinstance(result, str):
-            return _timed("solve", ("rejected", index, attempt, result, {}), started)
+            return _timed("solve", Rejected(index, attempt, result), started)
         if not spec.validate_samples:
             return _timed("solve", _done(index, result, rejected, None, None), started)
         if validate_on is None:
-            return _timed("solve", ("solved", index, attempt, result, {}), started)
+            return _timed("solve", Solved(index, attempt, result), started)
         validate = validate or _validator(validate_on)  # torch is imported on first use only
-        answer = validate(index, result, rejected)
-        answer[-1]["solve"] = solved - started
+        answer = validate(ValidateRequest(index, result, rejected))
+        answer.timings["solve"] = solved - started
         return answer
 
     return handle
@@ -224,8 +224,7 @@ def solver_main(conn, validate_on: str | None = None) -> None:
 
 
 def validation_main(conn, label: str) -> None:
-    validate = _validator(label)
-    _serve(conn, lambda request: validate(*request))
+    _serve(conn, _validator(label))
 
 
 if __name__ == "__main__":  # pragma: no cover - not a command
