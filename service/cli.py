@@ -415,7 +415,9 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     _flag(p, "cpu_validation", default="inline", choices=["inline", "worker"],
           help="without a GPU: validate in each solver process (inline, faster) or in one "
                "dedicated validation process, as each GPU gets (worker)")
-    _flag(p, "backend", default=os.environ.get("TCGEN_BACKEND", "local"), choices=list(BACKENDS),
+    from service.settings import backend_from_env  # the one reader of TCGEN_BACKEND (light: pydantic-settings)
+
+    _flag(p, "backend", default=backend_from_env(), choices=list(BACKENDS),
           help="local processes, a Ray cluster (RAY_ADDRESS, else one started here), or auto "
                "(Ray if a cluster is reachable) (TCGEN_BACKEND)")
     p.set_defaults(run=cmd_generate)

@@ -1,15 +1,20 @@
 """One Settings object for the service and `tcgen serve`, read from TCGEN_* environment
-variables (pydantic-settings); CLI flags override single fields."""
+variables (pydantic-settings); CLI flags override single fields. It is also the one place
+that reads TCGEN_BACKEND for `tcgen generate` (backend_from_env)."""
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+ENV_PREFIX = "TCGEN_"
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TCGEN_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     host: str = Field("127.0.0.1", description="bind address; loopback unless told otherwise")
     port: int = Field(8000, ge=0, le=65535)
@@ -52,3 +57,10 @@ class Settings(BaseSettings):
         if key is not None and not key.get_secret_value():
             raise ValueError("set but empty: unset it to serve without a key, or give a key")
         return key
+
+
+def backend_from_env() -> str:
+    """`tcgen generate`'s default backend: the variable Settings.backend is read from, and
+    its default. Only that variable: `generate` does not take the service's other TCGEN_*
+    settings, and a bad value is left for the engine to reject (as its --backend would be)."""
+    return os.environ.get(f"{ENV_PREFIX}BACKEND", Settings.model_fields["backend"].default)
