@@ -17,6 +17,7 @@ LO, HI = 2**16, 2**22  # small window: every test stays fast on two CPU cores
 SMALL = {"min_flops": LO, "max_flops": HI}
 # The job the service tests submit; conftest's `job_reference` is what `tcgen generate` writes for it.
 JOB_SPEC = {"level": 2, "count": 120, "seed": 11, **SMALL}
+API_KEY = "tcgen-test-key-7f3a"  # the key of tests/security's server
 TCGEN = [shutil.which("tcgen") or sys.executable, *([] if shutil.which("tcgen") else ["-m", "service.cli"])]
 
 
@@ -67,6 +68,12 @@ def wait_finished(client: httpx.Client, job_id: str, timeout: float = 300) -> di
         if job["state"] in ("succeeded", "failed", "cancelled"):
             return job
     raise TimeoutError(job_id)
+
+
+def messages(r: httpx.Response) -> str:
+    """A 4xx answer's messages: its detail string, or each error's message joined by |."""
+    detail = r.json()["detail"]
+    return detail if isinstance(detail, str) else " | ".join(e["message"] for e in detail)
 
 
 def ndjson_results(client: httpx.Client, job_id: str) -> bytes:

@@ -57,7 +57,7 @@ ODD_LITERALS = ["", "Float32", "float32 ", "torch.float32", "float64", "int8", "
 
 def test_oracle_covers_every_field():
     """Every GenerationSpec field is classified here (a new field must be added to the oracle,
-    and to test_security's list of client string fields)."""
+    and to tests/security/test_client_text.py's list of client string fields)."""
     assert set(GenerationSpec.model_fields) == (set(INT_RANGES) | set(LITERALS) | set(NAME_LISTS) | {"validate_samples"}
                                                 | TIMING_FLAGS)
     assert set(DEFAULTS) == set(GenerationSpec.model_fields)
