@@ -41,50 +41,50 @@ class ValidateRequest:
 
 
 @dataclass(frozen=True)
-class Done:
+class _Answer:
+    """What a worker answers about attempt `attempt` of `index`: one of the kinds below."""
+
+    kind: ClassVar[str]  # what Observer.answered is told
+    index: int
+    attempt: int
+    # Seconds by step (solve, validate and its parts), read only by metrics and benches;
+    # keyword-only, so it comes last whatever fields a kind adds.
+    timings: dict[str, float] = field(default_factory=dict, kw_only=True)
+
+
+@dataclass(frozen=True)
+class Done(_Answer):
     """A finished sample, serialised by the worker so the parent only routes and writes bytes."""
 
     kind: ClassVar[str] = "done"
-    index: int
-    attempt: int
     sample_json: str
     relaxed: bool  # the sample's flops_window_relaxed, without parsing its JSON
     device: str | None  # the device that validated it; None when not validated
-    timings: dict[str, float] = field(default_factory=dict)  # seconds, read only by metrics and benches
 
 
 @dataclass(frozen=True)
-class Rejected:
+class Rejected(_Answer):
     """The attempt failed (no solution, or validation rejected it) and is redone."""
 
     kind: ClassVar[str] = "rejected"
-    index: int
-    attempt: int
     reason: str
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class Solved:
+class Solved(_Answer):
     """A solved attempt, to be sent to a validation worker."""
 
     kind: ClassVar[str] = "solved"
-    index: int
-    attempt: int
     candidate: Candidate
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class Fault:
+class Fault(_Answer):
     """The device failed on the attempt (out of memory, or a sticky error that poisons the worker)."""
 
     kind: ClassVar[str] = "fault"
-    index: int
-    attempt: int
     reason: str
     sticky: bool
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 Request = SolveRequest | ValidateRequest
