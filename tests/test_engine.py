@@ -16,7 +16,8 @@ from service.engine.faults import CRASH_ENV
 
 TCGEN = [shutil.which("tcgen") or sys.executable, *([] if shutil.which("tcgen") else ["-m", "service.cli"])]
 WINDOW = ["--min_flops", "65536", "--max_flops", "4194304", "--device", "cpu"]
-LEVEL1 = ["--level", "1", "--target_count", "200", *WINDOW]
+COUNT = 60  # level-1 samples of the reference run
+LEVEL1 = ["--level", "1", "--target_count", str(COUNT), *WINDOW]
 SPEC1 = GenerationSpec(level=1, min_flops=65536, max_flops=4194304)
 
 
@@ -27,7 +28,7 @@ def generate_file(path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """200 level-1 samples written by one worker: the uninterrupted, fault-free run."""
+    """60 level-1 samples written by one worker: the uninterrupted, fault-free run."""
     path = tmp_path_factory.mktemp("ref") / "one_worker.jsonl"
     done = generate_file(path, *LEVEL1, "--num_workers", "1")
     assert done.returncode == 0, done.stderr
@@ -35,25 +36,25 @@ def reference(tmp_path_factory):
 
 
 def test_file_is_identical_for_one_and_two_workers(reference, tmp_path):
-    """Acceptance 1: 200 validated level-1 lines, the same bytes for --num_workers 1 and 2."""
+    """Acceptance 1: 60 validated level-1 lines, the same bytes for --num_workers 1 and 2."""
     done = generate_file(tmp_path / "two.jsonl", *LEVEL1, "--num_workers", "2")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "two.jsonl").read_bytes() == reference
     records = [Sample.model_validate_json(line) for line in reference.splitlines()]
-    assert [r.index for r in records] == list(range(200))
+    assert [r.index for r in records] == list(range(COUNT))
     assert all(r.validation.passed and r.validation.device == "cpu" for r in records)
 
 
 def test_workers_killed_mid_run_change_nothing(reference, tmp_path, monkeypatch):
     """kill -9 from outside of both solver workers mid-run, plus one worker that dies while
     validating (self-inflicted SIGKILL, once): the run completes with the reference bytes."""
-    monkeypatch.setenv(CRASH_ENV, f"validate:150:{tmp_path / 'crashed-once'}")
+    monkeypatch.setenv(CRASH_ENV, f"validate:45:{tmp_path / 'crashed-once'}")
     lines = []
     with Engine(solver_workers=2, device="cpu") as engine:
-        for outcome in engine.run(SPEC1, range(200)):
+        for outcome in engine.run(SPEC1, range(COUNT)):
             lines.append(outcome.json)
-            if len(lines) in (40, 90):
-                victim = engine.worker_pids()["solver"][len(lines) // 90]
+            if len(lines) in (15, 35):
+                victim = engine.worker_pids()["solver"][len(lines) // 35]
                 os.kill(victim, signal.SIGKILL)
         restarts = engine.progress.restarts
     assert restarts >= 3  # two external kills and the crash during validation
@@ -67,13 +68,13 @@ def test_dedicated_validation_worker_killed_from_outside_changes_nothing(referen
     replaced, only their in-flight samples are redone, and the bytes equal the reference."""
     lines = []
     with Engine(solver_workers=2, device="cpu", cpu_validation="worker") as engine:
-        for outcome in engine.run(SPEC1, range(200)):
+        for outcome in engine.run(SPEC1, range(COUNT)):
             lines.append(outcome.json)
-            if len(lines) == 50:
+            if len(lines) == 20:
                 os.kill(engine.worker_pids()["validation"][0], signal.SIGKILL)
-            if len(lines) == 120:
+            if len(lines) == 40:
                 os.kill(engine.worker_pids()["solver"][1], signal.SIGKILL)
-        assert engine.progress.validated["cpu"] >= 200  # validated by the dedicated worker
+        assert engine.progress.validated["cpu"] >= COUNT  # validated by the dedicated worker
         restarts = engine.progress.restarts
     assert restarts == 2
     assert "".join(line + "\n" for line in lines).encode() == reference
@@ -104,21 +105,30 @@ def _interrupt(path, sig: int, group: bool, *args: str) -> subprocess.CompletedP
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+RESUMED = ["--level", "2", "--target_count", "60", "--seed", "5", "--num_workers", "1", *WINDOW]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> bytes:
+    """The file an uninterrupted run of RESUMED writes."""
+    path = tmp_path_factory.mktemp("full") / "full.jsonl"
+    done = generate_file(path, *RESUMED)
+    assert done.returncode == 0, done.stderr
+    return path.read_bytes()
+
+
 @pytest.mark.parametrize("sig, group, code", [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)])
-def test_interrupted_run_resumes_to_the_same_file(tmp_path, sig, group, code):
+def test_interrupted_run_resumes_to_the_same_file(tmp_path, uninterrupted, sig, group, code):
     """SIGINT (Ctrl-C to the process group) or SIGTERM mid-run: only whole lines are left,
     and --resume ends with the same file as an uninterrupted run."""
-    args = ["--level", "2", "--target_count", "400", "--seed", "5", "--num_workers", "1", *WINDOW]
-    stopped = _interrupt(tmp_path / "run.jsonl", sig, group, *args)
+    stopped = _interrupt(tmp_path / "run.jsonl", sig, group, *RESUMED)
     assert stopped.returncode == code, stopped.stderr
     assert "--resume" in stopped.stderr
     partial = (tmp_path / "run.jsonl").read_bytes()
-    assert partial.endswith(b"\n") and 20 <= partial.count(b"\n") < 400
-    resumed = generate_file(tmp_path / "run.jsonl", *args, "--resume")
+    assert partial.endswith(b"\n") and 20 <= partial.count(b"\n") < 60
+    resumed = generate_file(tmp_path / "run.jsonl", *RESUMED, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    uninterrupted = generate_file(tmp_path / "full.jsonl", *args[:-len(WINDOW)], *WINDOW)
-    assert uninterrupted.returncode == 0
-    assert (tmp_path / "run.jsonl").read_bytes() == (tmp_path / "full.jsonl").read_bytes()
+    assert (tmp_path / "run.jsonl").read_bytes() == uninterrupted
 
 
 def test_a_run_stopped_early_leaves_nothing_for_the_next_one(reference):
