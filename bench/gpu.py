@@ -35,7 +35,7 @@ from bench.solve import percentile
 from generator_core import GenerationSpec, Sample
 from generator_core.baseline import device_name
 from service.engine import Engine, Observer
-from service.engine.workers import FAULT_ENV
+from service.engine.faults import FAULT_ENV
 
 RESULTS = Path(__file__).parent / "results"
 PARTS = ("validate.inputs", "validate.program", "validate.check")
