@@ -40,7 +40,7 @@ def test_generate_writes_jsonl_with_hyphenated_flags(tmp_path):
     """`generate --output-file` (hyphen alias) writes N JSON lines, each with pytorch and difficulty."""
     out = tmp_path / "out.jsonl"
     done = tcgen("generate", "--output-file", str(out), "--level", "2", "--target-count", "3",
-                 "--min-flops", str(LO), "--max-flops", str(HI))
+                 "--min-flops", str(LO), "--max-flops", str(HI), "--num-workers", "1")
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 3
@@ -59,7 +59,7 @@ def test_bad_spec_exits_2_naming_the_field(tmp_path):
 def test_resume_completes_a_truncated_file(tmp_path):
     """`--resume` drops a truncated last line and completes the file as an uninterrupted run would."""
     full, partial = tmp_path / "full.jsonl", tmp_path / "partial.jsonl"
-    args = ["--level", "2", "--target_count", "4", "--seed", "3", *WINDOW]
+    args = ["--level", "2", "--target_count", "4", "--seed", "3", "--num_workers", "1", *WINDOW]
     assert tcgen("generate", "--output_file", str(full), *args).returncode == 0
     lines = full.read_text().splitlines(keepends=True)
     partial.write_text(lines[0] + lines[1] + lines[2][: len(lines[2]) // 2])
@@ -72,5 +72,6 @@ def test_generate_refuses_to_overwrite_without_resume(tmp_path):
     """An existing non-empty output file is not overwritten unless --resume is given."""
     out = tmp_path / "out.jsonl"
     out.write_text("keep me\n")
-    done = tcgen("generate", "--output_file", str(out), "--level", "0", "--target_count", "1", *WINDOW)
+    done = tcgen("generate", "--output_file", str(out), "--level", "0", "--target_count", "1", "--num_workers", "1",
+                 *WINDOW)
     assert done.returncode == 2 and "output_file" in done.stderr and out.read_text() == "keep me\n"

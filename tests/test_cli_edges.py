@@ -23,6 +23,7 @@ from service.cli import BACKENDS, build_parser, main
 ROOT = Path(__file__).resolve().parents[1]
 LO, HI = 2**16, 2**22
 WINDOW = ["--min_flops", str(LO), "--max_flops", str(HI)]
+ONE_WORKER = ["--num_workers", "1"]  # for `generate` runs of a few samples: one process to start, not two
 HEAVY = ("torch", "ortools", "pandas", "service.engine")
 
 
@@ -45,7 +46,7 @@ def test_generate_creates_missing_directories(tmp_path):
     """`--output_file` in directories that do not exist yet: they are created, exit 0."""
     out = tmp_path / "not" / "there" / "out.jsonl"
     done = tcgen("generate", "--output_file", str(out), "--level", "0", "--target_count", "2", "--device", "cpu",
-                 *WINDOW)
+                 *WINDOW, *ONE_WORKER)
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["index"] for line in out.read_text().splitlines()] == [0, 1]
 
@@ -57,7 +58,7 @@ def test_output_path_below_a_file_is_one_error_line(tmp_path, fmt):
     blocker = tmp_path / "file"
     blocker.write_text("keep me\n")
     done = tcgen("generate", "--output_file", str(blocker / "sub" / "out.data"), "--output_format", fmt,
-                 "--level", "0", "--target_count", "1", "--device", "cpu", *WINDOW)
+                 "--level", "0", "--target_count", "1", "--device", "cpu", *WINDOW, *ONE_WORKER)
     assert done.returncode == 2
     assert str(blocker) in one_error_line(done.stderr, "error: output_file: ")
     assert blocker.read_text() == "keep me\n"
@@ -68,7 +69,7 @@ def test_a_full_disk_is_one_error_line():
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full here")
     done = tcgen("generate", "--output_file", "/dev/full", "--level", "0", "--target_count", "2",
-                 "--device", "cpu", *WINDOW)
+                 "--device", "cpu", *WINDOW, *ONE_WORKER)
     assert done.returncode == 2
     assert "No space left on device" in one_error_line(done.stderr, "error: output_file: cannot write to /dev/full")
 
@@ -84,7 +85,7 @@ def test_a_failed_write_keeps_what_was_written(tmp_path):
     """The third sample's write fails (the file may not grow past 2.5 samples): exit 2, one
     error line that says to --resume, the first two samples kept, and --resume then ends
     with the same bytes as a run that never failed."""
-    args = ["--level", "1", "--target_count", "4", "--seed", "5", "--device", "cpu", *WINDOW]
+    args = ["--level", "1", "--target_count", "4", "--seed", "5", "--device", "cpu", *WINDOW, *ONE_WORKER]
     full, cut = tmp_path / "full.jsonl", tmp_path / "cut.jsonl"
     assert tcgen("generate", "--output_file", str(full), *args).returncode == 0
     lines = full.read_bytes().splitlines(keepends=True)

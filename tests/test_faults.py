@@ -25,7 +25,7 @@ from service.engine.faults import FAULT_ENV
 from service.local_server import LocalServer
 
 SPEC = GenerationSpec(level=2, min_flops=LO, max_flops=HI, seed=21)
-COUNT, VICTIM = 24, 13
+COUNT, VICTIM = 16, 9
 
 
 def run_lines(mode: str) -> tuple[list[str | None], Engine]:
@@ -110,7 +110,7 @@ def test_sqlite_locked_by_another_process_mid_job(tmp_path, job_reference, secon
     s = LocalServer(db).start()
     try:
         with httpx.Client(base_url=s.url, timeout=60) as c:
-            job_id = submit_and_wait_for(c, 10)
+            job_id = submit_and_wait_for(c, 8)
             holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(db), str(seconds)],
                                       stdout=subprocess.PIPE, text=True)
             assert holder.stdout.readline().strip() == "locked"
@@ -160,7 +160,7 @@ def test_sigterm_with_jobs_in_flight(tmp_path, job_reference):
     db = tmp_path / "term.db"
     s = LocalServer(db).start()
     with httpx.Client(base_url=s.url, timeout=60) as c:
-        running = submit_and_wait_for(c, 20)
+        running = submit_and_wait_for(c, 12)
         waiting = c.post("/v1/jobs", json=JOB_SPEC).json()["id"]
         with c.stream("POST", "/v1/samples", json={"level": 2, "count": 16, "seed": 3, **SMALL},
                       headers={"Accept": "application/x-ndjson"}) as r:

@@ -392,7 +392,7 @@ def sample_bytes(spec: GenerationSpec, index: int) -> str:
         return f"GenerationError: {exc}"
 
 
-@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=small_specs(), index=indices)
 def test_generate_is_a_function_of_spec_and_index(spec, index):
     """Any valid spec and index: generating twice gives the same JSON bytes (or the same

@@ -18,7 +18,8 @@ from service.engine.faults import CRASH_ENV
 from service.local_server import LocalServer
 
 SPEC = spec(level=1, seed=4)
-COUNT = 80
+COUNT = 40
+VICTIM = 20  # the index the crash tests aim at
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_validation_actor_killed_mid_run_changes_nothing(ray_address, local_line
         actor = engine._validators[0]
         for outcome in engine.run(SPEC, range(COUNT)):
             lines.append(outcome.json)
-            if len(lines) >= 20 and not killed and actor.in_flight:  # while it holds calls
+            if len(lines) >= 10 and not killed and actor.in_flight:  # while it holds calls
                 ray.kill(actor.actor, no_restart=False)
                 killed = True
         assert killed
@@ -72,10 +73,10 @@ def test_validation_actor_killed_mid_run_changes_nothing(ray_address, local_line
 
 
 def test_task_worker_crash_is_redone(ray_address, local_lines, tmp_path, monkeypatch):
-    """A Ray worker process dies (SIGKILL, as a segfault would) while solving index 30: the
+    """A Ray worker process dies (SIGKILL, as a segfault would) while solving index VICTIM: the
     task fails, the engine sends it again, and the output is unchanged."""
     once = tmp_path / "crashed-once"
-    monkeypatch.setenv(CRASH_ENV, f"solve:30:{once}")
+    monkeypatch.setenv(CRASH_ENV, f"solve:{VICTIM}:{once}")
     with Engine(device="cpu", backend="ray") as engine:
         lines = [o.json for o in engine.run(SPEC, range(COUNT))]
         redone = engine.progress.redone
@@ -84,15 +85,15 @@ def test_task_worker_crash_is_redone(ray_address, local_lines, tmp_path, monkeyp
 
 
 def test_an_index_that_always_kills_its_worker_is_given_up_alone(ray_address, local_lines, monkeypatch):
-    """Index 30 kills its Ray worker every time. Solver requests travel in batches, so its
+    """Index VICTIM kills its Ray worker every time. Solver requests travel in batches, so its
     first death takes its batch-mates with it: they are redone without blame, each alone,
-    and only index 30 is given up (after MAX_CRASHES deaths), as on the local backend."""
-    monkeypatch.setenv(CRASH_ENV, "solve:30")
+    and only index VICTIM is given up (after MAX_CRASHES deaths), as on the local backend."""
+    monkeypatch.setenv(CRASH_ENV, f"solve:{VICTIM}")
     with Engine(device="cpu", backend="ray") as engine:
         outcomes = list(engine.run(SPEC, range(COUNT)))
-    assert [o.index for o in outcomes if o.json is None] == [30]
-    assert "killed a solver worker 3 times" in outcomes[30].error
-    assert [o.json for o in outcomes if o.index != 30] == local_lines[:30] + local_lines[31:]
+    assert [o.index for o in outcomes if o.json is None] == [VICTIM]
+    assert "killed a solver worker 3 times" in outcomes[VICTIM].error
+    assert [o.json for o in outcomes if o.index != VICTIM] == local_lines[:VICTIM] + local_lines[VICTIM + 1:]
 
 
 def test_a_stopped_run_cancels_its_tasks_and_the_next_run_is_unaffected(ray_address, local_lines):

@@ -64,7 +64,7 @@ def test_job_results_equal_tcgen_generate(client, job_reference):
     r = client.post("/v1/jobs", json=JOB_SPEC)
     assert r.status_code == 202 and r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
     job = wait_finished(client, r.json()["id"])
-    assert job["state"] == "succeeded" and job["progress"] == {"total": 120, "completed": 120, "failed": 0}
+    assert job["state"] == "succeeded" and job["progress"] == {"total": JOB_SPEC["count"], "completed": JOB_SPEC["count"], "failed": 0}
     assert job["started_at"] <= job["finished_at"]
     assert ndjson_results(client, job["id"]) == job_reference
     page = client.get(f"/v1/jobs/{job['id']}/samples", params={"offset": 100, "limit": 50}).json()
@@ -179,7 +179,7 @@ def test_server_stopped_mid_job_resumes_to_the_same_results(tmp_path, job_refere
     try:
         with httpx.Client(base_url=s2.url, timeout=60) as c:
             job = wait_finished(c, job_id)
-            assert job["state"] == "succeeded" and job["progress"]["completed"] == 120
+            assert job["state"] == "succeeded" and job["progress"]["completed"] == JOB_SPEC["count"]
             assert ndjson_results(c, job_id) == job_reference
     finally:
         s2.stop()
