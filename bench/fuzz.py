@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.local_server import LocalServer
-from service.openapi import SCHEMA_PATH
+from tests.local_server import LocalServer
+from service.api.openapi import SCHEMA_PATH
 
 KEY = "fuzz-key"
 # The key as the schema's security scheme (not a fixed header), so that ignored_auth can leave

@@ -54,7 +54,7 @@ from bench.pipeline import tree_rss
 from bench.service import WINDOW
 from bench.solve import percentile
 from service.jobs.store import FINISHED
-from service.local_server import LocalServer
+from tests.local_server import LocalServer
 
 RESULTS = Path(__file__).parent / "results"
 RSS_WINDOW_S = 10.0

@@ -38,7 +38,7 @@ import httpx
 from generator_core import GenerationSpec, generate
 from service.client import TcgenClient
 from service.engine import default_max_total_bytes, device_slots
-from service.local_server import LocalServer
+from tests.local_server import LocalServer
 
 WINDOW = dict(min_flops=65536, max_flops=4194304)
 LATENCY_N, WARMUP = 100, 10

@@ -1,2 +1,2 @@
-"""tcgen's running parts: the command line (cli.py), the engine (engine/), the REST service
+"""tcgen's running parts: the command line (cli/), the engine (engine/), the REST service
 (app.py, api/, server.py) and its client (client.py). See the README's Layout."""

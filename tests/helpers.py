@@ -11,7 +11,7 @@ import httpx
 import torch
 
 from generator_core import OPERATORS, GenerationSpec, Sample, generate
-from service.local_server import LocalServer
+from local_server import LocalServer
 
 LO, HI = 2**16, 2**22  # small window: every test stays fast on two CPU cores
 SMALL = {"min_flops": LO, "max_flops": HI}

@@ -35,7 +35,7 @@ from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.core.failures import FailureGroup
 
 from helpers import served
-from service.openapi import SCHEMA_PATH
+from service.api.openapi import SCHEMA_PATH
 
 KEY = "fuzz-key"
 # Caps that keep every accepted request cheap (a few ms of solving and validation each);

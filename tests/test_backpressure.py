@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from helpers import SMALL, served, wait_finished
-from service.local_server import LocalServer
+from local_server import LocalServer
 
 # Level-0 programs of zero-FLOP operators (Cat, Transpose, Triu, ...) are not bounded by the
 # FLOPs window; a cap keeps every sample here small and quick on two shared cores.

@@ -22,14 +22,14 @@ from helpers import HI, JOB_SPEC, LO, SMALL, ndjson_results, wait_finished
 from generator_core import GenerationSpec, Sample
 from service.engine import Engine
 from service.engine.faults import FAULT_ENV
-from service.local_server import LocalServer
+from local_server import LocalServer
 
 SPEC = GenerationSpec(level=2, min_flops=LO, max_flops=HI, seed=21)
 COUNT, VICTIM = 16, 9
 
 
 def run_lines(mode: str) -> tuple[list[str | None], Engine]:
-    with Engine(solver_workers=2, device="cpu", cpu_validation=mode) as engine:
+    with Engine(solver_workers=1, device="cpu", cpu_validation=mode) as engine:
         lines = [o.json for o in engine.run(SPEC, range(COUNT))]
     return lines, engine
 
@@ -107,7 +107,7 @@ def test_sqlite_locked_by_another_process_mid_job(tmp_path, job_reference, secon
     samples are served, writes that time out are answered 503 + Retry-After, never 500), and
     once the lock is gone the job completes with the fault-free bytes."""
     db = tmp_path / "locked.db"
-    s = LocalServer(db).start()
+    s = LocalServer(db, workers=1).start()
     try:
         with httpx.Client(base_url=s.url, timeout=60) as c:
             job_id = submit_and_wait_for(c, 8)
@@ -129,7 +129,7 @@ def test_client_disconnecting_mid_stream(tmp_path, job_reference):
     """Clients that hang up mid-stream (a job's NDJSON results while it runs, a sync NDJSON
     batch): the server cancels only their streams; the job completes with the fault-free
     bytes and later requests are served normally."""
-    s = LocalServer(tmp_path / "disconnect.db").start()
+    s = LocalServer(tmp_path / "disconnect.db", workers=1).start()
     try:
         with httpx.Client(base_url=s.url, timeout=60) as c:
             job_id = submit_and_wait_for(c, 5)
@@ -158,7 +158,7 @@ def test_sigterm_with_jobs_in_flight(tmp_path, job_reference):
     drains and exits cleanly; restarted on the same database, both jobs complete with the
     fault-free bytes, nothing lost or duplicated."""
     db = tmp_path / "term.db"
-    s = LocalServer(db).start()
+    s = LocalServer(db, workers=1).start()
     with httpx.Client(base_url=s.url, timeout=60) as c:
         running = submit_and_wait_for(c, 12)
         waiting = c.post("/v1/jobs", json=JOB_SPEC).json()["id"]
@@ -170,7 +170,7 @@ def test_sigterm_with_jobs_in_flight(tmp_path, job_reference):
             lines = [first, *lines]  # the stream ends (early) instead of hanging
     assert s.stop() == 0, s.log()
     assert [json.loads(line)["index"] for line in lines] == list(range(len(lines)))
-    s2 = LocalServer(db).start()
+    s2 = LocalServer(db, workers=1).start()
     try:
         with httpx.Client(base_url=s2.url, timeout=60) as c:
             for job_id in (running, waiting):

@@ -4,7 +4,7 @@ not say level or op_sequence is required, body-parse failures all called "not UT
 integers and booleans, an empty Idempotency-Key, and a CPU server that ran a request without
 a FLOPs window at GenerationSpec's GPU-sized default (36 s and 4.4 GB a sample).
 
-One real `tcgen serve` (service/local_server.py) on 127.0.0.1 for the module, CPU
+One real `tcgen serve` (tests/local_server.py) on 127.0.0.1 for the module, CPU
 validation, small caps, and an API key that is not ASCII (the key is compared as the bytes
 the header carried). httpx, and raw sockets where httpx would not send the bytes.
 """
@@ -22,8 +22,8 @@ import yaml
 
 from service.api.deps import DeviceDefaults
 from helpers import served
-from service.local_server import LocalServer
-from service.openapi import SCHEMA_PATH
+from local_server import LocalServer
+from service.api.openapi import SCHEMA_PATH
 from service.settings import Settings
 
 KEY = "edge-clé-ü"

@@ -15,7 +15,7 @@ from helpers import JOB_SPEC, SMALL, TCGEN, ndjson_results, spec, wait_finished
 from service.engine import Engine
 from service.engine.engine import make_backend
 from service.engine.faults import CRASH_ENV
-from service.local_server import LocalServer
+from local_server import LocalServer
 
 SPEC = spec(level=1, seed=4)
 COUNT = 40

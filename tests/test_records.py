@@ -19,7 +19,7 @@ import pytest
 from generator_core import OPERATORS, GenerationSpec, Sample, arrow_schema, features
 from generator_core.sample import JSON_TEXT_FIELDS
 from helpers import HI, LO, TCGEN
-from service import output
+from service.cli import output
 from service.cli import main
 
 datasets = pytest.importorskip("datasets")  # the `test` extra

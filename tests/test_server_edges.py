@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from helpers import SMALL, TCGEN, served, wait_finished
-from service.local_server import LocalServer
+from local_server import LocalServer
 
 HEADER_S, BODY_S, MAX_CONNECTIONS = 1.0, 2.0, 64
 IDLE_CLIENTS = 1000

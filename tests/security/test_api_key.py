@@ -17,7 +17,7 @@ from helpers import API_KEY as KEY
 from helpers import HI, LO, wait_finished
 from service.api.deps import require_api_key
 from service.app import create_app
-from service.local_server import LocalServer
+from local_server import LocalServer
 from service.settings import Settings
 
 SMALL = {"min_flops": LO, "max_flops": HI, "validate": False, "seed": 1}

@@ -195,13 +195,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 class _Output:
-    """`generate`'s output file (service.output), whose OSErrors (a directory in the way, no
+    """`generate`'s output file (service.cli.output), whose OSErrors (a directory in the way, no
     permission, a full disk) become one `output_file:` error. Missing parent directories
     are created. What was written before a failed write stays: whole lines, and at most a
     partial last one, which --resume drops."""
 
     def __init__(self, fmt: str, path: str):
-        from service.output import OUTPUTS
+        from service.cli.output import OUTPUTS
 
         self.path = path
         self._call("create the directory of", os.makedirs, os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -251,7 +251,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     spec, note = _spec(args, count=args.target_count, start_index=args.start_idx, format=args.format)
     interval = _progress_interval()
     from service.engine import Engine
-    from service.progress import ProgressReporter
+    from service.cli.progress import ProgressReporter
 
     output, done = _open_output(args, spec)
     if note:
@@ -477,6 +477,3 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
 
-
-if __name__ == "__main__":
-    sys.exit(main())
