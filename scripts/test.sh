@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -n "${TCGEN_TEST_WORKERS:-3}" --dist loadfile "$@"
+exec .venv/bin/python -m pytest -n "${TCGEN_TEST_WORKERS:-2}" --dist loadfile "$@"
