@@ -16,7 +16,7 @@ from local_server import LocalServer
 LO, HI = 2**16, 2**22  # small window: every test stays fast on two CPU cores
 SMALL = {"min_flops": LO, "max_flops": HI}
 # The job the service tests submit; conftest's `job_reference` is what `tcgen generate` writes for it.
-JOB_SPEC = {"level": 2, "count": 24, "seed": 11, **SMALL}
+JOB_SPEC = {"level": 2, "count": 48, "seed": 11, **SMALL}
 API_KEY = "tcgen-test-key-7f3a"  # the key of tests/security's server
 TCGEN = [shutil.which("tcgen") or sys.executable, *([] if shutil.which("tcgen") else ["-m", "service.cli"])]
 

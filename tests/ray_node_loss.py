@@ -33,8 +33,8 @@ import threading
 import time
 
 SEED = 5
-COUNT = 50
-REMOVE_AFTER = 15
+COUNT = 80
+REMOVE_AFTER = 30
 WINDOW = {"min_flops": 2**16, "max_flops": 2**22}
 BUSY_WAIT_S = 10.0  # how long to wait for the doomed node to show a task running
 JOB_TIMEOUT_S = 150.0

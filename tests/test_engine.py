@@ -16,7 +16,7 @@ from service.engine.faults import CRASH_ENV
 
 TCGEN = [shutil.which("tcgen") or sys.executable, *([] if shutil.which("tcgen") else ["-m", "service.cli"])]
 WINDOW = ["--min_flops", "65536", "--max_flops", "4194304", "--device", "cpu"]
-COUNT = 30  # level-1 samples of the reference run
+COUNT = 60  # level-1 samples of the reference run
 LEVEL1 = ["--level", "1", "--target_count", str(COUNT), *WINDOW]
 SPEC1 = GenerationSpec(level=1, min_flops=65536, max_flops=4194304)
 
@@ -28,7 +28,7 @@ def generate_file(path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """30 level-1 samples written by one worker: the uninterrupted, fault-free run."""
+    """60 level-1 samples written by one worker: the uninterrupted, fault-free run."""
     path = tmp_path_factory.mktemp("ref") / "one_worker.jsonl"
     done = generate_file(path, *LEVEL1, "--num_workers", "1")
     assert done.returncode == 0, done.stderr
@@ -36,7 +36,7 @@ def reference(tmp_path_factory):
 
 
 def test_file_is_identical_for_one_and_two_workers(reference, tmp_path):
-    """Acceptance 1: 30 validated level-1 lines, the same bytes for --num_workers 1 and 2."""
+    """Acceptance 1: 60 validated level-1 lines, the same bytes for --num_workers 1 and 2."""
     done = generate_file(tmp_path / "two.jsonl", *LEVEL1, "--num_workers", "2")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "two.jsonl").read_bytes() == reference
@@ -48,13 +48,13 @@ def test_file_is_identical_for_one_and_two_workers(reference, tmp_path):
 def test_workers_killed_mid_run_change_nothing(reference, tmp_path, monkeypatch):
     """kill -9 from outside of both solver workers mid-run, plus one worker that dies while
     validating (self-inflicted SIGKILL, once): the run completes with the reference bytes."""
-    monkeypatch.setenv(CRASH_ENV, f"validate:22:{tmp_path / 'crashed-once'}")
+    monkeypatch.setenv(CRASH_ENV, f"validate:45:{tmp_path / 'crashed-once'}")
     lines = []
     with Engine(solver_workers=2, device="cpu") as engine:
         for outcome in engine.run(SPEC1, range(COUNT)):
             lines.append(outcome.json)
-            if len(lines) in (8, 18):
-                victim = engine.worker_pids()["solver"][len(lines) // 18]
+            if len(lines) in (15, 35):
+                victim = engine.worker_pids()["solver"][len(lines) // 35]
                 os.kill(victim, signal.SIGKILL)
         restarts = engine.progress.restarts
     assert restarts >= 3  # two external kills and the crash during validation
@@ -70,9 +70,9 @@ def test_dedicated_validation_worker_killed_from_outside_changes_nothing(referen
     with Engine(solver_workers=2, device="cpu", cpu_validation="worker") as engine:
         for outcome in engine.run(SPEC1, range(COUNT)):
             lines.append(outcome.json)
-            if len(lines) == 10:
-                os.kill(engine.worker_pids()["validation"][0], signal.SIGKILL)
             if len(lines) == 20:
+                os.kill(engine.worker_pids()["validation"][0], signal.SIGKILL)
+            if len(lines) == 40:
                 os.kill(engine.worker_pids()["solver"][1], signal.SIGKILL)
         assert engine.progress.validated["cpu"] >= COUNT  # validated by the dedicated worker
         restarts = engine.progress.restarts
@@ -97,7 +97,7 @@ def _interrupt(path, sig: int, group: bool, *args: str) -> subprocess.CompletedP
     proc = subprocess.Popen([*TCGEN, "generate", "--output_file", str(path), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
-    while not (path.exists() and path.read_bytes().count(b"\n") >= 10):
+    while not (path.exists() and path.read_bytes().count(b"\n") >= 20):
         assert proc.poll() is None and time.monotonic() < deadline, "run ended before it could be interrupted"
         time.sleep(0.02)
     (os.killpg if group else os.kill)(proc.pid, sig)
@@ -105,7 +105,7 @@ def _interrupt(path, sig: int, group: bool, *args: str) -> subprocess.CompletedP
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-RESUMED = ["--level", "2", "--target_count", "40", "--seed", "5", "--num_workers", "1", *WINDOW]
+RESUMED = ["--level", "2", "--target_count", "60", "--seed", "5", "--num_workers", "1", *WINDOW]
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_interrupted_run_resumes_to_the_same_file(tmp_path, uninterrupted, sig, 
     assert stopped.returncode == code, stopped.stderr
     assert "--resume" in stopped.stderr
     partial = (tmp_path / "run.jsonl").read_bytes()
-    assert partial.endswith(b"\n") and 10 <= partial.count(b"\n") < 40
+    assert partial.endswith(b"\n") and 20 <= partial.count(b"\n") < 60
     resumed = generate_file(tmp_path / "run.jsonl", *RESUMED, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert (tmp_path / "run.jsonl").read_bytes() == uninterrupted

@@ -110,7 +110,7 @@ def test_sqlite_locked_by_another_process_mid_job(tmp_path, job_reference, secon
     s = LocalServer(db, workers=1).start()
     try:
         with httpx.Client(base_url=s.url, timeout=60) as c:
-            job_id = submit_and_wait_for(c, 6)
+            job_id = submit_and_wait_for(c, 8)
             holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(db), str(seconds)],
                                       stdout=subprocess.PIPE, text=True)
             assert holder.stdout.readline().strip() == "locked"
@@ -132,7 +132,7 @@ def test_client_disconnecting_mid_stream(tmp_path, job_reference):
     s = LocalServer(tmp_path / "disconnect.db", workers=1).start()
     try:
         with httpx.Client(base_url=s.url, timeout=60) as c:
-            job_id = submit_and_wait_for(c, 4)
+            job_id = submit_and_wait_for(c, 5)
             for method, path, body in (("GET", f"/v1/jobs/{job_id}/samples", None),
                                        ("POST", "/v1/samples", {"level": 2, "count": 16, "seed": 3, **SMALL})):
                 with c.stream(method, path, json=body, headers={"Accept": "application/x-ndjson"}) as r:
@@ -160,7 +160,7 @@ def test_sigterm_with_jobs_in_flight(tmp_path, job_reference):
     db = tmp_path / "term.db"
     s = LocalServer(db, workers=1).start()
     with httpx.Client(base_url=s.url, timeout=60) as c:
-        running = submit_and_wait_for(c, 8)
+        running = submit_and_wait_for(c, 12)
         waiting = c.post("/v1/jobs", json=JOB_SPEC).json()["id"]
         with c.stream("POST", "/v1/samples", json={"level": 2, "count": 16, "seed": 3, **SMALL},
                       headers={"Accept": "application/x-ndjson"}) as r:

@@ -18,8 +18,8 @@ from service.engine.faults import CRASH_ENV
 from local_server import LocalServer
 
 SPEC = spec(level=1, seed=4)
-COUNT = 24
-VICTIM = 12  # the index the crash tests aim at
+COUNT = 40
+VICTIM = 20  # the index the crash tests aim at
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_validation_actor_killed_mid_run_changes_nothing(ray_address, local_line
         actor = engine._validators[0]
         for outcome in engine.run(SPEC, range(COUNT)):
             lines.append(outcome.json)
-            if len(lines) >= 6 and not killed and actor.in_flight:  # while it holds calls
+            if len(lines) >= 10 and not killed and actor.in_flight:  # while it holds calls
                 ray.kill(actor.actor, no_restart=False)
                 killed = True
         assert killed
