@@ -103,7 +103,7 @@ class Builder:
     def param(self, name: str, lo: int, hi: int, hint: int) -> Var:
         """A solver-chosen operator parameter, tried first at exactly its drawn `hint`."""
         hint = min(max(hint, lo), hi)
-        return Var(self._name(name), lo, hi, hint=hint, band=(hint, hint), is_param=True)
+        return Var(self._name(name), lo, hi, hint=hint, band=(hint, hint))
 
     # -- tensors ------------------------------------------------------------------------
     def fresh_input(self, dims: tuple[Var, ...], fan_in_axes: tuple[int, ...] | None = None) -> Tensor:

@@ -47,7 +47,6 @@ class Var:
     hi: int
     hint: int | None = None
     band: tuple[int, int] | None = None
-    is_param: bool = False  # an operator parameter (stride, groups, ...), not a dimension
 
     @property
     def fixed(self) -> bool:

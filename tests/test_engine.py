@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from generator_core import GenerationSpec, Sample
+from helpers import TCGEN
 from service.engine import Engine
 from service.engine.faults import CRASH_ENV
 
-TCGEN = [shutil.which("tcgen") or sys.executable, *([] if shutil.which("tcgen") else ["-m", "service.cli"])]
 WINDOW = ["--min_flops", "65536", "--max_flops", "4194304", "--device", "cpu"]
 COUNT = 60  # level-1 samples of the reference run
 LEVEL1 = ["--level", "1", "--target_count", str(COUNT), *WINDOW]
