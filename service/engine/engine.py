@@ -17,9 +17,8 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from generator_core.generate import MAX_ATTEMPTS, Candidate, give_up
 from generator_core.sample import Sample
 from generator_core.spec import GenerationSpec
 from service.engine.backend import Backend, EngineWorker
@@ -28,6 +27,9 @@ from service.engine.messages import Answer, Done, Fault, Rejected, Solved, Solve
 from service.engine.pool import LocalBackend, Sent
 from service.engine.workers import SOLVER_ENV, WORKER_ENV, solver_main, validation_main
 from service.logs import log_event
+
+if TYPE_CHECKING:
+    from generator_core.generate import Candidate
 
 MAX_CRASHES = 3  # a request that kills this many workers is given up
 SOLVE_TIMEOUT_S = 180.0  # CP-SAT stops itself far sooner; this catches a hung process
@@ -364,6 +366,10 @@ class _Run:
         state.device_faults = 0
         self.engine.progress.rejected += 1
         self.engine.observer.attempt_rejected(why)
+        # Imported here: the solver's module imports ortools (~1 s of a CLI's or a server's
+        # start), which the engine's own process needs for nothing else.
+        from generator_core.generate import MAX_ATTEMPTS, give_up
+
         if state.attempt >= MAX_ATTEMPTS:
             self.give_up(index, str(give_up(self.spec, index, state.rejected)))
         else:

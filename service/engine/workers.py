@@ -1,4 +1,4 @@
-"""Entry points of the engine's worker processes (started with the spawn method).
+"""Entry points of the engine's worker processes (forked from a preloaded server, pool.WORKERS).
 
 A worker reads requests from its end of a pipe and answers each with one message. It
 ignores SIGINT (Ctrl-C reaches the whole process group; the parent decides what stops)
@@ -29,6 +29,17 @@ SOLVER_ENV = {**WORKER_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUD
 
 
 PARENT_POLL_S = 0.1
+# What the fork server imports once so that no worker pays for it (torch is imported, never
+# initialised: CUDA starts in each child, after its CUDA_VISIBLE_DEVICES is set).
+PRELOAD = ("service.engine.workers", "generator_core.generate", "generator_core.validate", "torch")
+
+
+def start_worker(target: Callable, conn, device: str | None, env: dict[str, str]) -> None:
+    """A worker's first step: the environment it was started with (the fork server's is
+    from when that started), then its entry point."""
+    os.environ.clear()
+    os.environ.update(env)
+    target(conn, device)
 
 
 def _exit_with_parent() -> None:
