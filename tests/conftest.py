@@ -12,9 +12,10 @@ from helpers import JOB_SPEC, TCGEN
 # xdist workers of scripts/test.sh (--dist loadfile, which hands out files in collection order)
 # finish together instead of one running a heavy file alone at the end. Order only: a file
 # missing here runs after these, in its usual place.
-SLOW_FILES_FIRST = ["test_faults.py", "test_ray_backend.py", "test_engine.py", "test_service.py",
-                    "test_cli_edges.py", "test_grade.py", "test_records.py", "test_ops.py",
-                    "test_server_edges.py", "test_ray_node_loss.py", "test_backpressure.py"]
+SLOW_FILES_FIRST = ["test_ray_backend.py", "test_faults.py", "test_engine.py", "test_records.py",
+                    "test_service.py", "test_grade.py", "test_cli_edges.py", "test_ops.py",
+                    "test_ray_node_loss.py", "test_grading.py", "test_backpressure.py", "test_cli.py",
+                    "test_server_edges.py", "test_properties.py"]
 
 
 def pytest_collection_modifyitems(items):
@@ -32,15 +33,3 @@ def job_reference(tmp_path_factory) -> bytes:
                            "--device", "cpu", "--num_workers", "2"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return path.read_bytes()
-
-
-@pytest.fixture(scope="session")
-def ray_address():
-    """One Ray instance for the whole session (2 CPUs, no dashboard), started in the pytest
-    process: in-process engines use it directly, and subprocesses (the CLI, the server)
-    join it through RAY_ADDRESS, as they would join a trainer's cluster."""
-    import ray
-
-    context = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield context.address_info["gcs_address"]
-    ray.shutdown()

@@ -43,6 +43,21 @@ def test_file_is_identical_for_one_and_two_workers(reference, tmp_path):
     assert all(r.validation.passed and r.validation.device == "cpu" for r in records)
 
 
+def test_a_worker_takes_the_environment_of_its_start_not_the_fork_servers(tmp_path, monkeypatch):
+    """Workers fork from one server per process (pool.WORKERS), started with the first engine
+    and kept: a setting made after it started (here a planned crash) still reaches the
+    workers started after the setting, as it reached a spawned worker."""
+    with Engine(solver_workers=1, device="cpu") as engine:  # the fork server runs from here on
+        assert engine.worker_pids()["solver"]
+    once = tmp_path / "crashed-once"
+    monkeypatch.setenv(CRASH_ENV, f"solve:2:{once}")
+    with Engine(solver_workers=1, device="cpu") as engine:
+        outcomes = list(engine.run(SPEC1, range(4)))
+        restarts = engine.progress.restarts
+    assert once.exists() and restarts == 1
+    assert [o.error for o in outcomes] == [None] * 4
+
+
 def test_workers_killed_mid_run_change_nothing(reference, tmp_path, monkeypatch):
     """kill -9 from outside of both solver workers mid-run, plus one worker that dies while
     validating (self-inflicted SIGKILL, once): the run completes with the reference bytes."""

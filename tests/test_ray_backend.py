@@ -23,6 +23,17 @@ VICTIM = 20  # the index the crash tests aim at
 
 
 @pytest.fixture(scope="module")
+def ray_address():
+    """One Ray instance for this file's tests (2 CPUs, no dashboard), started in the pytest
+    process: in-process engines use it directly, and subprocesses (the CLI, the server)
+    join it through RAY_ADDRESS, as they would join a trainer's cluster. Shut down with the
+    file, not the session: its processes would otherwise use CPU through every later file."""
+    context = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield context.address_info["gcs_address"]
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
 def local_lines() -> list[str]:
     with Engine(solver_workers=2, device="cpu") as engine:
         return [o.json for o in engine.run(SPEC, range(COUNT))]
