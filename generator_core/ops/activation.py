@@ -8,6 +8,8 @@ from generator_core.ops.base import F, Operator, Plan, RenderContext, choose_axi
 # Largest exponent Exp2 may see, per dtype: keeps 2**x and what follows it (Var squares it)
 # finite. float16 tops out at 65504, float32 / bfloat16 at ~3.4e38.
 EXP2_LIMIT = {"torch.float16": 6.0, "torch.bfloat16": 16.0, "torch.float32": 16.0}
+# The same bounds for Exp, in its base: e**x <= 2**EXP2_LIMIT.
+EXP_LIMIT = {dtype: round(limit * 0.6931, 2) for dtype, limit in EXP2_LIMIT.items()}
 
 
 class Unary(Operator):
@@ -201,6 +203,51 @@ class Exp2(Unary):
     def render(self, r):
         # Why the clamp: after a Matmul or CumSum, inputs reach the hundreds and 2**x overflows.
         return f"torch.exp2(torch.clamp({r.args[0]}, max={EXP2_LIMIT[r.dtype]}))"
+
+
+@register
+class Exp(Unary):
+    description = ("Exp: e**x, elementwise, x clamped from above so that the result stays finite in the dtype "
+                   "(torch.exp)")
+    makes_facts = frozenset({"nonnegative", "increasing"})
+    flops_per_element = 2  # clamp, exp
+
+    def render(self, r):
+        return f"torch.exp(torch.clamp({r.args[0]}, max={EXP_LIMIT[r.dtype]}))"  # as Exp2: large inputs
+
+
+@register
+class Square(Unary):
+    description = "Square: x * x, elementwise (torch.square)"
+    pointless_on = frozenset({"absolute"})  # even: square(|x|) = square(x)
+    makes_facts = frozenset({"nonnegative"})
+    call = "torch.square({x})"
+
+
+@register
+class Mish(Unary):
+    description = "Mish: x * tanh(softplus(x)), elementwise (F.mish)"
+    keeps_facts = True  # inputs <= 0 stay <= 0
+    flops_per_element = 5  # exp, log1p, tanh, multiply (softplus, then tanh of it)
+    call = F + ".mish({x})"
+
+
+@register
+class HardSwish(Unary):
+    description = "HardSwish: x * clamp(x + 3, 0, 6) / 6, elementwise (F.hardswish)"
+    keeps_facts = True  # inputs <= 0 stay <= 0
+    collapses_on = frozenset({"saturating"})  # large negative inputs all give 0
+    flops_per_element = 4
+    call = F + ".hardswish({x})"
+
+
+@register
+class GELUTanh(Unary):
+    description = ("GELUTanh: the tanh approximation of GELU, 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 "
+                   "* x**3))), elementwise (F.gelu with approximate='tanh')")
+    keeps_facts = True  # inputs <= 0 stay <= 0
+    flops_per_element = 7  # cube, multiply-add, scale, tanh, add, two multiplies
+    call = F + ".gelu({x}, approximate='tanh')"
 
 
 class AxisUnary(Unary):

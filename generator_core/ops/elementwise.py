@@ -1,4 +1,5 @@
-"""Binary elementwise operators: two inputs of one shape (the same dimension Vars)."""
+"""Elementwise operators: two inputs of one shape (the same dimension Vars), or one input and
+a drawn constant."""
 from __future__ import annotations
 
 from typing import ClassVar
@@ -68,3 +69,46 @@ class Lerp(Binary):
 
     def draw_params(self, rng):
         return {"weight": rng.choice([0.1, 0.25, 0.5, 0.75, 0.9])}
+
+
+class Scalar(Operator):
+    """One tensor and a drawn constant, as KernelBench's `x * self.scaling_factor`. The
+    constants are positive where the map must keep the order of its input."""
+
+    family = "elementwise"
+    makes_facts = frozenset({"increasing"})
+    call: ClassVar[str]  # a format string over {x} and {c}
+    constants: ClassVar[tuple[float, ...]]
+
+    def plan(self, builder, x, want_ranks):
+        return Plan(inputs=[x], out_dims=x.dims, params={"c": builder.rng.choice(self.constants)})
+
+    def render(self, r: RenderContext) -> str:
+        return self.call.format(x=r.args[0], **r.params)
+
+
+@register
+class MulScalar(Scalar):
+    description = "MulScalar: x * c, elementwise; c drawn from 0.5 to 3.0 (a Python float: x * c)"
+    keeps_facts = True  # a positive scale keeps signs, order and ties
+    constants = (0.5, 1.5, 2.0, 3.0)
+    call = "{x} * {c}"
+
+
+@register
+class AddScalar(Scalar):
+    description = "AddScalar: x + c, elementwise; c drawn from -1.0 to 2.0 (a Python float: x + c)"
+    constants = (-1.0, -0.5, 0.5, 1.0, 2.0)
+    call = "{x} + {c}"
+
+    def render(self, r: RenderContext) -> str:
+        c = r.params["c"]
+        return f"{r.args[0]} - {-c}" if c < 0 else f"{r.args[0]} + {c}"
+
+
+@register
+class DivScalar(Scalar):
+    description = "DivScalar: x / c, elementwise; c drawn from 2.0 to 8.0 (a Python float: x / c)"
+    keeps_facts = True  # a positive divisor keeps signs, order and ties
+    constants = (2.0, 3.0, 4.0, 8.0)
+    call = "{x} / {c}"

@@ -10,17 +10,16 @@ class Model(nn.Module):
     def __init__(self):
         super().__init__()
 
-    def forward(self, tensor_0, tensor_1):
-        tensor_2 = torch.transpose(tensor_0, 1, 3)
-        tensor_3 = torch.minimum(tensor_2, tensor_1)
-        tensor_4 = torch.nn.functional.group_norm(tensor_3, 4)
-        return tensor_4
+    def forward(self, tensor_0):
+        tensor_1 = torch.sigmoid(tensor_0)
+        tensor_2 = torch.nn.functional.avg_pool3d(tensor_1, kernel_size=2, stride=3, padding=0)
+        tensor_3 = torch.norm(tensor_2, dim=2, keepdim=True)
+        return tensor_3
 
 
 def get_inputs():
-    tensor_0 = torch.randn([2, 241, 1, 512, 1], dtype=torch.float32, device=device())
-    tensor_1 = torch.randn([2, 512, 1, 241, 1], dtype=torch.float32, device=device())
-    return [tensor_0, tensor_1]
+    tensor_0 = torch.randn([2, 16, 3679, 2, 2], dtype=torch.float32, device=device())
+    return [tensor_0]
 
 
 def get_init_inputs():
