@@ -193,27 +193,31 @@ class Sin(Unary):
     call = "torch.sin({x})"
 
 
-@register
-class Exp2(Unary):
-    description = ("Exp2: 2**x, elementwise, x clamped from above so that the result stays finite in the dtype "
-                   "(torch.exp2)")
-    makes_facts = frozenset({"nonnegative", "increasing"})
-    flops_per_element = 2  # clamp, exp2
+class ClampedExp(Unary):
+    """An exponential of x clamped from above, so that the result stays finite in the dtype:
+    after a Matmul or CumSum, inputs reach the hundreds, and 2**x or e**x would overflow."""
 
-    def render(self, r):
-        # Why the clamp: after a Matmul or CumSum, inputs reach the hundreds and 2**x overflows.
-        return f"torch.exp2(torch.clamp({r.args[0]}, max={EXP2_LIMIT[r.dtype]}))"
-
-
-@register
-class Exp(Unary):
-    description = ("Exp: e**x, elementwise, x clamped from above so that the result stays finite in the dtype "
-                   "(torch.exp)")
     makes_facts = frozenset({"nonnegative", "increasing"})
     flops_per_element = 2  # clamp, exp
+    function: ClassVar[str]
+    limits: ClassVar[dict[str, float]]  # the clamp's bound, per dtype
 
     def render(self, r):
-        return f"torch.exp(torch.clamp({r.args[0]}, max={EXP_LIMIT[r.dtype]}))"  # as Exp2: large inputs
+        return f"{self.function}(torch.clamp({r.args[0]}, max={self.limits[r.dtype]}))"
+
+
+@register
+class Exp2(ClampedExp):
+    description = ("Exp2: 2**x, elementwise, x clamped from above so that the result stays finite in the dtype "
+                   "(torch.exp2)")
+    function, limits = "torch.exp2", EXP2_LIMIT
+
+
+@register
+class Exp(ClampedExp):
+    description = ("Exp: e**x, elementwise, x clamped from above so that the result stays finite in the dtype "
+                   "(torch.exp)")
+    function, limits = "torch.exp", EXP_LIMIT
 
 
 @register

@@ -87,28 +87,31 @@ class Scalar(Operator):
         return self.call.format(x=r.args[0], **r.params)
 
 
+class PositiveScalar(Scalar):
+    """A positive scale or divisor: signs, order and ties stay."""
+
+    keeps_facts = True
+
+
 @register
-class MulScalar(Scalar):
+class MulScalar(PositiveScalar):
     description = "MulScalar: x * c, elementwise; c drawn from 0.5 to 3.0 (a Python float: x * c)"
-    keeps_facts = True  # a positive scale keeps signs, order and ties
     constants = (0.5, 1.5, 2.0, 3.0)
     call = "{x} * {c}"
+
+
+@register
+class DivScalar(PositiveScalar):
+    description = "DivScalar: x / c, elementwise; c drawn from 2.0 to 8.0 (a Python float: x / c)"
+    constants = (2.0, 3.0, 4.0, 8.0)
+    call = "{x} / {c}"
 
 
 @register
 class AddScalar(Scalar):
     description = "AddScalar: x + c, elementwise; c drawn from -1.0 to 2.0 (a Python float: x + c)"
     constants = (-1.0, -0.5, 0.5, 1.0, 2.0)
-    call = "{x} + {c}"
 
     def render(self, r: RenderContext) -> str:
         c = r.params["c"]
         return f"{r.args[0]} - {-c}" if c < 0 else f"{r.args[0]} + {c}"
-
-
-@register
-class DivScalar(Scalar):
-    description = "DivScalar: x / c, elementwise; c drawn from 2.0 to 8.0 (a Python float: x / c)"
-    keeps_facts = True  # a positive divisor keeps signs, order and ties
-    constants = (2.0, 3.0, 4.0, 8.0)
-    call = "{x} / {c}"
