@@ -228,6 +228,27 @@ class Square(Unary):
     call = "torch.square({x})"
 
 
+class EvenGuarded(Unary):
+    """A function of |x|: defined for every input (no NaN from negatives), even in x."""
+
+    pointless_on = frozenset({"absolute"})  # f(|x|) of an Abs output repeats the Abs
+    makes_facts = frozenset({"nonnegative"})
+    flops_per_element = 3
+
+
+@register
+class Log(EvenGuarded):
+    description = "Log: log(|x| + 1), elementwise: the guard keeps every value finite and >= 0 (torch.log)"
+    call = "torch.log(torch.abs({x}) + 1.0)"
+
+
+@register
+class Sqrt(EvenGuarded):
+    description = "Sqrt: sqrt(|x|), elementwise: the absolute value keeps negative inputs defined (torch.sqrt)"
+    flops_per_element = 2
+    call = "torch.sqrt(torch.abs({x}))"
+
+
 @register
 class Mish(Unary):
     description = "Mish: x * tanh(softplus(x)), elementwise (F.mish)"
@@ -278,3 +299,10 @@ class LogSoftmax(AxisUnary):
     description = "LogSoftmax: x - log(sum(exp(x))) along one drawn axis of at least 2 elements (torch.log_softmax)"
     makes_facts = frozenset({"nonpositive", "concentrated"})
     call = "torch.log_softmax({x}, dim={dim})"
+
+
+@register
+class Softmin(AxisUnary):
+    description = "Softmin: exp(-x) / sum(exp(-x)) along one drawn axis of at least 2 elements (F.softmin)"
+    makes_facts = frozenset({"nonnegative"})
+    call = F + ".softmin({x}, dim={dim})"

@@ -24,6 +24,9 @@ class Normalization(Operator):
     flops_per_element = 5  # mean 1, variance 2, normalise 2
     makes_facts = frozenset({"standardized"})
     pointless_on = frozenset({"standardized"})
+    # Is it about the identity on a graph input (randn) when a statistic covers many values?
+    # Then a norm reading an input reduces at most MAX_REDUCED_OF_INPUT values.
+    identity_on_randn: ClassVar[bool] = True
     call: ClassVar[str]  # a format string over {x} and the node's params
 
     def render(self, r):
@@ -38,7 +41,7 @@ class Normalization(Operator):
         raise NotImplementedError
 
     def constrain(self, node, m):
-        cap = MAX_REDUCED_OF_INPUT if node.inputs[0].is_input else MAX_REDUCED
+        cap = MAX_REDUCED_OF_INPUT if node.inputs[0].is_input and self.identity_on_randn else MAX_REDUCED
         m.add(m.product(list(self.reduced(node.inputs[0].dims, node.params))) <= cap)
 
 
@@ -133,3 +136,47 @@ class InstanceNorm(AxesNorm):
 
     def axes(self, rank):
         return list(range(2, rank))
+
+
+@register
+class RMSNorm(AxesNorm):
+    description = ("RMSNorm: x divided by its root mean square over the features (axis 1), eps 1e-5, no affine "
+                   "weights (x / torch.sqrt(torch.mean(x ** 2, dim=1, keepdim=True) + 1e-5))")
+    makes_facts = frozenset()  # RMS 1, but not mean 0: a LayerNorm after it still works
+    flops_per_element = 4  # square, mean, sqrt, divide
+    call = "{x} / torch.sqrt(torch.mean({x} ** 2, dim=1, keepdim=True) + 1e-5)"
+
+    def axes(self, rank):
+        return [1]
+
+
+class Normalize(Normalization):
+    """x divided by its p-norm along one drawn axis (F.normalize): a scale per slice, not a
+    standardisation, so not the identity on randn however long the slice."""
+
+    makes_facts = frozenset()
+    pointless_on = frozenset()
+    identity_on_randn = False
+    flops_per_element = 3  # |x|**p, accumulate, divide
+
+    def accepts(self, x):
+        return x.rank in self.input_ranks and bool(x.free_axes())
+
+    def plan(self, b, x, want_ranks):
+        return Plan(inputs=[x], out_dims=x.dims, params={"dim": choose_axis(b, x)})
+
+    def reduced(self, dims, params):
+        return [dims[params["dim"]]]
+
+
+@register
+class L1Normalize(Normalize):
+    description = "L1Normalize: x divided by its 1-norm along one drawn axis (F.normalize with p=1.0)"
+    call = F + ".normalize({x}, p=1.0, dim={dim})"
+
+
+@register
+class L2Normalize(Normalize):
+    description = "L2Normalize: x divided by its Euclidean norm along one drawn axis (F.normalize with p=2.0)"
+    call = F + ".normalize({x}, p=2.0, dim={dim})"
+

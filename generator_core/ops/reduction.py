@@ -93,6 +93,14 @@ class Norm(Reduction):
     call = "torch.norm({x}, dim={dim}, keepdim={keepdim})"
 
 
+@register
+class LogSumExp(Reduction):
+    description = ("LogSumExp: log(sum(exp(x))) along one drawn axis, computed stably, keepdim drawn "
+                   "(torch.logsumexp)")
+    flops_per_element = 4  # max, subtract, exp, accumulate (and one log per slice)
+    call = "torch.logsumexp({x}, dim={dim}, keepdim={keepdim})"
+
+
 # ArgMax / ArgMin slices (output elements) at most, per dtype: each slice's best value must
 # beat its second best by grading.TIE_MARGIN, and the chance that one of S slices falls short
 # grows with S (about S * 4e-5 in float32 for randn-like values; half types have few values).
