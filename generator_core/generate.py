@@ -40,8 +40,8 @@ class GenerationError(RuntimeError):
 
 
 def combination(spec: GenerationSpec, index: int, attempt: int = 0) -> list[Operator]:
-    """Level 0 cycles the pool by index, level 1 walks all ordered pairs, levels 2-4 draw
-    from (seed, index), preferring draws that can reach the FLOPs window. From attempt
+    """Level 0 cycles the pool by index, level 1 walks all ordered pairs, levels 2-4 (and
+    num_ops, whatever the level) draw from (seed, index), preferring draws that can reach the FLOPs window. From attempt
     REDRAW_FROM_ATTEMPT on, levels 2-4 draw anew every REDRAW_EVERY attempts: some
     combinations make no gradeable program in any wiring (Cos of a mean of Hardsigmoid
     values is positive, so a LeakyReLU after it is always the identity)."""
@@ -49,9 +49,9 @@ def combination(spec: GenerationSpec, index: int, attempt: int = 0) -> list[Oper
         return [OPERATORS[n] for n in spec.op_sequence]
     pool = [OPERATORS[n] for n in spec.pool()]
     n = len(pool)
-    if spec.level == 0:
+    if spec.walks and spec.level == 0:
         return [pool[index % n]]
-    if spec.level == 1:
+    if spec.walks:  # level 1
         if spec.format == "kernelbench":  # the pairs one output can join, in walk order
             pairs = single_output_pairs(tuple(op.name for op in pool), spec.dtype)
             first, second = pairs[index % len(pairs)]
@@ -62,7 +62,7 @@ def combination(spec: GenerationSpec, index: int, attempt: int = 0) -> list[Oper
     rng = random.Random(derive_seed(spec.seed, index, "ops", *([redraw] if redraw else [])))
     fallback = None
     for _ in range(COMBINATION_DRAWS):
-        ops = [rng.choice(pool) for _ in range(spec.num_ops)]
+        ops = [rng.choice(pool) for _ in range(spec.op_count)]
         if sum(op.min_flops() for op in ops) > spec.max_flops:
             continue
         if spec.format == "kernelbench" and not single_output_wireable(ops, spec.dtype):
@@ -72,7 +72,7 @@ def combination(spec: GenerationSpec, index: int, attempt: int = 0) -> list[Oper
             return ops
     # No draw reaches the floor (e.g. a pool of cheap operators): keep one that fits the
     # ceiling; solving will relax the floor and flag it.
-    return fallback or [min(pool, key=lambda op: op.min_flops())] * spec.num_ops
+    return fallback or [min(pool, key=lambda op: op.min_flops())] * spec.op_count
 
 
 def single_output_wireable(ops: list[Operator], dtype: str) -> bool:

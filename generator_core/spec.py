@@ -9,7 +9,8 @@ from generator_core.ops import OPERATORS
 
 LEVEL_OPS = {0: 1, 1: 2, 2: 3, 3: 5, 4: 10}
 MAX_FLOPS_LIMIT = 2**40
-MAX_SEQUENCE = 16
+MAX_OPS = 20  # operators in one program, by num_ops or op_sequence
+MAX_SEQUENCE = MAX_OPS
 INDEX_LIMIT = 2**63  # every index (start_index + k) is below it: a signed 64-bit integer anywhere it is stored
 
 Dtype = Literal["float32", "float16", "bfloat16"]
@@ -38,6 +39,9 @@ class GenerationSpec(BaseModel):
     ops: list[str] | None = Field(None, description="allow-list of operator names")
     exclude_ops: list[str] = Field(default_factory=list, description="deny-list of operator names")
     op_sequence: list[str] | None = Field(None, description="exact operators, one per node")
+    num_ops: int | None = Field(None, ge=1, le=MAX_OPS,
+                                description="1..20 operators drawn from (seed, index), as levels 2-4 draw theirs; "
+                                            "with level, level only names the difficulty")
     dtype: Dtype = "float32"
     topology: Topology = "dag"
     max_tensor_numel: int = Field(2**30, ge=2**10, le=2**30, description="per tensor")
@@ -73,8 +77,10 @@ class GenerationSpec(BaseModel):
 
     @model_validator(mode="after")
     def _satisfiable(self):
-        if self.level is None and self.op_sequence is None:
-            raise ValueError("level: required unless op_sequence is given")
+        if self.level is None and self.op_sequence is None and self.num_ops is None:
+            raise ValueError("level: required unless num_ops or op_sequence is given")
+        if self.num_ops is not None and self.op_sequence is not None:
+            raise ValueError("num_ops: give num_ops or op_sequence, not both")
         if self.baselines and not self.validate_samples:
             raise ValueError("baselines: timings need validation on (validate: true)")
         if self.baseline_compile and not self.baselines:
@@ -96,12 +102,19 @@ class GenerationSpec(BaseModel):
     def difficulty(self) -> int:
         if self.level is not None:
             return self.level
-        n = len(self.op_sequence or [])
-        return min((lvl for lvl, k in LEVEL_OPS.items() if k >= n), default=4)
+        return min((lvl for lvl, k in LEVEL_OPS.items() if k >= self.op_count), default=4)
 
     @property
-    def num_ops(self) -> int:
-        return len(self.op_sequence) if self.op_sequence else LEVEL_OPS[self.level]
+    def op_count(self) -> int:
+        """Operators per program: op_sequence's, num_ops, or the level's."""
+        if self.op_sequence:
+            return len(self.op_sequence)
+        return self.num_ops or LEVEL_OPS[self.level]
+
+    @property
+    def walks(self) -> bool:
+        """Level 0 or 1 without num_ops: operators by a fixed walk over the pool, not drawn."""
+        return self.op_sequence is None and self.num_ops is None and self.level in (0, 1)
 
     def pool(self) -> list[str]:
         """The operators a level may use, sorted (the registry's order)."""
@@ -113,6 +126,6 @@ class GenerationSpec(BaseModel):
         if self.op_sequence:
             return sum(OPERATORS[n].min_flops() for n in self.op_sequence), "op_sequence"
         floors = sorted(OPERATORS[n].min_flops() for n in self.pool())
-        if self.level in (0, 1):  # fixed walks: every operator of the pool must fit
-            return self.num_ops * floors[-1], f"level {self.level} (it walks every operator)"
-        return self.num_ops * floors[0], f"level {self.level}"
+        if self.walks:  # every operator of the pool must fit
+            return self.op_count * floors[-1], f"level {self.level} (it walks every operator)"
+        return self.op_count * floors[0], f"num_ops {self.num_ops}" if self.num_ops else f"level {self.level}"

@@ -20,23 +20,26 @@ DEFAULT_WINDOW = ("default (null): the validating device's window: 2**16..2**22 
 
 def _state_checks(schema: dict[str, Any]) -> None:
     """SampleRequest's JSON schema says what of GenerationSpec's own checks JSON Schema can:
-    one of level or op_sequence (its validator: "level: required unless op_sequence is
-    given"), 1 to MAX_SEQUENCE operators in op_sequence, a non-empty ops. Not what it
+    one of level, num_ops or op_sequence (its validator: "level: required unless num_ops or
+    op_sequence is given"), 1 to MAX_SEQUENCE operators in op_sequence, a non-empty ops. Not what it
     cannot: caps, min_flops <= max_flops, operator names (the catalogue is GET /v1/ops), and
     a strict integer (JSON Schema counts 2.0 as one)."""
     schema["anyOf"] = [{"required": ["level"], "properties": {"level": {"type": "integer"}}},
+                       {"required": ["num_ops"], "properties": {"num_ops": {"type": "integer"}}},
                        {"required": ["op_sequence"], "properties": {"op_sequence": {"type": "array"}}}]
     for field, bounds in (("op_sequence", {"minItems": 1, "maxItems": MAX_SEQUENCE}), ("ops", {"minItems": 1})):
         next(s for s in schema["properties"][field]["anyOf"] if s.get("type") == "array").update(bounds)
     # Quick ones (a small FLOPs window): for the reader, and schemathesis sends them too.
     schema["examples"] = [
         {"level": 1, "count": 2, "min_flops": 2**16, "max_flops": 2**22},
+        {"num_ops": 6, "seed": 3, "min_flops": 2**16, "max_flops": 2**22},
         {"op_sequence": ["Matmul", "ReLU"], "seed": 7, "min_flops": 2**16, "max_flops": 2**22,
          "dtype": "bfloat16", "format": "kernelbench"}]
 
 
 class SampleRequest(GenerationSpec):
-    """A spec for POST /v1/samples and POST /v1/jobs: `level` or `op_sequence` (or both).
+    """A spec for POST /v1/samples and POST /v1/jobs: `level`, `num_ops` or `op_sequence` (level
+    may come with either).
     `seed` is drawn by the server (and returned) when omitted, so two requests without one
     get different samples; a FLOPs bound left out is the validating device's. Strict types:
     true, "1" and 1.0 are not integers, 1 and "true" not booleans (a JSON body has the types

@@ -36,6 +36,17 @@ def test_sample_prints_python_code():
     assert done.stdout.startswith("import torch") and "def fused_operator(" in done.stdout
 
 
+def test_sample_with_num_ops_and_its_bounds():
+    """`tcgen sample --num_ops 6` prints a sample of six drawn operators; 21, or --num_ops with
+    --op_sequence, exits 2 naming the flag."""
+    done = tcgen("sample", "--num_ops", "6", "--seed", "3", "--device", "cpu", *WINDOW)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["ops"]) == 6
+    for args in (["--num_ops", "21"], ["--num-ops", "3", "--op_sequence", "ReLU"]):
+        bad = tcgen("sample", *args)
+        assert bad.returncode == 2 and "--num_ops" in bad.stderr, bad.stderr
+
+
 def test_generate_writes_jsonl_with_hyphenated_flags(tmp_path):
     """`generate --output-file` (hyphen alias) writes N JSON lines, each with pytorch and difficulty."""
     out = tmp_path / "out.jsonl"

@@ -214,19 +214,29 @@ def test_head_of_a_stream_and_without_the_key(server, client, job_id):
     assert status == 200 and body == b"" and headers[b"content-length"] == b"15"
 
 
-# -- 2c. the schema says level or op_sequence ------------------------------------------------------
+# -- 2c. the schema says level, num_ops or op_sequence ---------------------------------------------------
 
-def test_schema_requires_level_or_op_sequence(client):
+def test_schema_requires_level_num_ops_or_op_sequence(client):
     schema = client.get("/openapi.json").json()["components"]["schemas"]["SampleRequest"]
     valid = [{"level": 1}, {"op_sequence": ["Add"]}, {"level": 0, "op_sequence": None},
-             {"level": None, "op_sequence": ["Add"]}, {"level": 2, "op_sequence": ["Add"]}]
-    invalid = [{}, {"level": None}, {"op_sequence": None}, {"level": None, "op_sequence": None}, {"count": 2}]
+             {"level": None, "op_sequence": ["Add"]}, {"level": 2, "op_sequence": ["Add"]}, {"num_ops": 3},
+             {"level": 1, "num_ops": 20}]
+    invalid = [{}, {"level": None}, {"op_sequence": None}, {"level": None, "op_sequence": None}, {"count": 2},
+               {"num_ops": None}]
     for body in valid:
         jsonschema.validate(body, schema)
     for body in invalid:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(body, schema)
         named(client.post("/v1/samples", json=body), ["body", "level"])
+
+
+def test_num_ops_over_http(client):
+    """num_ops in a body draws that many operators per sample; out of range it is named."""
+    r = client.post("/v1/samples", json={"num_ops": 4, "count": 2, "seed": 3, "min_flops": 2**16, "max_flops": 2**22})
+    assert r.status_code == 200, r.text
+    assert [len(s["ops"]) for s in r.json()["samples"]] == [4, 4]
+    named(client.post("/v1/samples", json={"num_ops": 21}), ["body", "num_ops"])
 
 
 # -- 2d. bodies that cannot be parsed, each with its own truthful answer ------------------------------

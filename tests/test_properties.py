@@ -36,13 +36,14 @@ NAMES = list(OPERATORS)
 INT_RANGES: dict[str, tuple[int, int | None]] = {
     "level": (0, 4), "count": (1, None), "seed": (0, 2**63 - 1), "start_index": (0, 2**63 - 1),
     "min_flops": (0, 2**40), "max_flops": (0, 2**40), "max_tensor_numel": (2**10, 2**30),
-    "max_total_bytes": (2**20, 2**40),
+    "max_total_bytes": (2**20, 2**40), "num_ops": (1, 20),
 }
+OPTIONAL_INTS = ("level", "num_ops")  # None (absent) is valid for these
 LITERALS = {"dtype": ("float32", "float16", "bfloat16"), "topology": ("dag", "chain"),
             "format": ("fused_operator", "kernelbench")}
 NAME_LISTS = ("ops", "exclude_ops", "op_sequence")
 DEFAULTS = {"level": None, "count": 1, "seed": 0, "start_index": 0, "min_flops": 2**34, "max_flops": 2**35,
-            "ops": None, "exclude_ops": [], "op_sequence": None, "dtype": "float32", "topology": "dag",
+            "ops": None, "exclude_ops": [], "op_sequence": None, "num_ops": None, "dtype": "float32", "topology": "dag",
             "max_tensor_numel": 2**30, "max_total_bytes": 16 * 2**30, "validate_samples": True,
             "format": "fused_operator", "baselines": False, "baseline_compile": False}
 # Opt-in timings (machine-dependent, so outside the determinism property); the strategies
@@ -107,7 +108,7 @@ def int_field(draw, name: str, want: str) -> Drawn:
         return Drawn(str(n) if abs(n) < 2**53 and draw(st.booleans()) else n, False)
     wrong = [False] if lo > 0 else []  # False is 0: below a range starting at 1
     wrong += ["two", "", "1.5", "0x10", 2.5, math.nan, math.inf, [1], {"n": 1}]
-    return Drawn(draw(st.sampled_from(wrong + ([] if name == "level" else [None]))), False)
+    return Drawn(draw(st.sampled_from(wrong + ([] if name in OPTIONAL_INTS else [None]))), False)
 
 
 @st.composite
@@ -139,12 +140,12 @@ def names_field(draw, name: str, want: str) -> Drawn:
     if _pick(draw, want):
         if name != "exclude_ops" and draw(st.integers(0, 4)) == 0:
             return Drawn(None, True, None)
-        size = (1, 16) if name == "op_sequence" else (1, 40) if name == "ops" else (0, 40)
+        size = (1, 20) if name == "op_sequence" else (1, 40) if name == "ops" else (0, 40)
         names = draw(st.lists(name_st, min_size=size[0], max_size=min(size[1], draw(st.sampled_from([6, 40])))))
         return Drawn(tuple(names) if draw(st.booleans()) else names, True, list(names))
     kind = draw(st.sampled_from(["odd", "text", "nonstr", "scalar", "length"]))
     if kind == "length" and name != "exclude_ops":  # an empty allow-list, or a sequence too short or long
-        return Drawn([] if name == "ops" else draw(st.sampled_from([[], NAMES[:17], NAMES])), False)
+        return Drawn([] if name == "ops" else draw(st.sampled_from([[], NAMES[:21], NAMES])), False)
     if kind == "scalar" or kind == "length":
         return Drawn(draw(st.sampled_from(["Add", 3, {"Add": 1}] + ([None] if name == "exclude_ops" else []))), False)
     good = draw(st.lists(name_st, max_size=5))
@@ -186,7 +187,8 @@ def spec_dicts(draw, allow_bad: bool = True) -> Case:
     for name in DEFAULTS:
         if name in TIMING_FLAGS:
             continue
-        present = draw(st.integers(0, 9)) > 0 if name == "level" else draw(st.booleans())
+        present = (draw(st.integers(0, 9)) > 0 if name == "level" else draw(st.integers(0, 4)) == 0 if name == "num_ops"
+                   else draw(st.booleans()))
         if name == culprit:
             d = draw(field_st(name, "bad"))
         elif present:
@@ -212,8 +214,10 @@ def spec_dicts(draw, allow_bad: bool = True) -> Case:
 def cross_field_failures(v: dict[str, Any]) -> set[str]:
     """Fields README says a spec with these (individually valid) values is rejected for."""
     out = set()
-    if v["level"] is None and v["op_sequence"] is None:
+    if v["level"] is None and v["op_sequence"] is None and v["num_ops"] is None:
         out.add("level")
+    if v["num_ops"] is not None and v["op_sequence"] is not None:
+        out.add("num_ops")
     if v["start_index"] + v["count"] > 2**63:
         out.add("start_index")  # the last index must fit in 63 bits (SQLite, JSON consumers)
     if v["min_flops"] > v["max_flops"]:
@@ -228,7 +232,8 @@ def cross_field_failures(v: dict[str, Any]) -> set[str]:
         floor = sum(OPERATORS[n].min_flops() for n in v["op_sequence"])
     else:
         floors = [OPERATORS[n].min_flops() for n in pool]
-        floor = LEVEL_OPS[v["level"]] * (max(floors) if v["level"] in (0, 1) else min(floors))
+        walks = v["num_ops"] is None and v["level"] in (0, 1)  # fixed walks: every operator must fit
+        floor = (v["num_ops"] or LEVEL_OPS[v["level"]]) * (max(floors) if walks else min(floors))
     if floor > v["max_flops"]:
         out.add("max_flops")
     return out
@@ -266,21 +271,22 @@ def check_invariants(spec: GenerationSpec) -> None:
     """What every accepted spec satisfies (README's table and up-front checks)."""
     for name, (lo, hi) in INT_RANGES.items():
         value = getattr(spec, name)
-        assert value is None and name == "level" or type(value) is int and _in_range(value, lo, hi), (name, value)
+        assert value is None and name in OPTIONAL_INTS or type(value) is int and _in_range(value, lo, hi), (name, value)
     for name, good in LITERALS.items():
         assert getattr(spec, name) in good
     assert type(spec.validate_samples) is bool
     assert spec.min_flops <= spec.max_flops
     assert spec.start_index + spec.count <= 2**63
-    assert spec.level is not None or spec.op_sequence is not None
+    assert spec.level is not None or spec.op_sequence is not None or spec.num_ops is not None
+    assert spec.num_ops is None or spec.op_sequence is None
     assert spec.ops is None or (spec.ops and set(spec.ops) <= set(OPERATORS))
     assert set(spec.exclude_ops) <= set(OPERATORS)
-    assert spec.op_sequence is None or (1 <= len(spec.op_sequence) <= 16 and set(spec.op_sequence) <= set(OPERATORS))
+    assert spec.op_sequence is None or (1 <= len(spec.op_sequence) <= 20 and set(spec.op_sequence) <= set(OPERATORS))
     pool = spec.pool()
     assert pool == [n for n in NAMES if n in pool], "pool keeps the registry's order"
     assert spec.op_sequence is not None or pool
     assert 0 <= spec.difficulty <= 4
-    assert spec.num_ops == (len(spec.op_sequence) if spec.op_sequence else LEVEL_OPS[spec.level])
+    assert spec.op_count == (len(spec.op_sequence) if spec.op_sequence else spec.num_ops or LEVEL_OPS[spec.level])
     assert not cross_field_failures({n: getattr(spec, n) for n in DEFAULTS})
 
 
@@ -369,9 +375,11 @@ def small_specs(draw) -> GenerationSpec:
         max_tensor_numel=draw(st.integers(2**10, 2**22)), max_total_bytes=draw(st.integers(2**20, 2**26)),
         dtype=draw(st.sampled_from(LITERALS["dtype"])), topology=draw(st.sampled_from(LITERALS["topology"])),
         format=draw(st.sampled_from(LITERALS["format"])), validate=draw(st.booleans()))
-    shape = draw(st.sampled_from(["level"] * 4 + ["ops", "exclude", "sequence"]))
+    shape = draw(st.sampled_from(["level"] * 4 + ["ops", "exclude", "sequence", "num_ops"]))
     if shape == "sequence":
         fields["op_sequence"] = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=4))
+    elif shape == "num_ops":
+        fields["num_ops"] = draw(st.integers(1, 6))
     else:
         fields["level"] = draw(st.integers(0, 4))
     if shape == "ops":

@@ -19,7 +19,10 @@ BAD_SPECS = [
     ("topology", dict(level=2, topology="tree")),
     ("colour", dict(level=2, colour="red")),
     ("max_flops", dict(level=2, max_flops=2**40 + 1)),
-    ("op_sequence", dict(op_sequence=["ReLU"] * 17)),
+    ("op_sequence", dict(op_sequence=["ReLU"] * 21)),
+    ("num_ops", dict(num_ops=0)),
+    ("num_ops", dict(num_ops=21)),
+    ("num_ops", dict(num_ops=3, op_sequence=["ReLU", "Sum"])),
     ("count", dict(level=2, count=0)),
     ("format", dict(level=2, format="onnx")),
     ("max_tensor_numel", dict(level=2, max_tensor_numel=10)),
@@ -63,3 +66,31 @@ def test_spec_is_frozen_and_validate_is_an_alias():
     assert s.validate_samples is False and s.model_dump(by_alias=True)["validate"] is False
     with pytest.raises(pydantic.ValidationError):
         s.level = 2
+
+
+@pytest.mark.parametrize("num_ops,fmt", [(1, "fused_operator"), (20, "fused_operator"), (20, "kernelbench")])
+def test_num_ops_draws_that_many_operators_into_validated_samples(num_ops, fmt):
+    """num_ops alone (no level) gives programs of exactly that many drawn operators, validated
+    on the CPU at the small window; the difficulty is the smallest level that many fit. Twenty
+    operators do not always make a gradeable program within the attempts (seed 5: index 1 of
+    0-5 is given up, with every attempt's reason), so of four indices at least two must."""
+    from generator_core import GenerationError, generate
+
+    spec = GenerationSpec(num_ops=num_ops, seed=5, min_flops=2**16, max_flops=2**22, format=fmt)
+    samples = []
+    for index in range(4):
+        try:
+            samples.append(generate(spec, index))
+        except GenerationError as exc:
+            assert str(exc).startswith(f"index {index} (")
+    assert len(samples) >= 2
+    assert all(len(s.ops) == num_ops and s.validation.passed and s.grading is not None for s in samples)
+    assert {s.level for s in samples} == {0 if num_ops == 1 else 4}
+    assert samples[0].ops != samples[1].ops  # drawn per index, not a fixed walk
+
+
+def test_num_ops_with_a_level_keeps_the_level_as_the_difficulty():
+    from generator_core import generate
+
+    sample = generate(GenerationSpec(level=1, num_ops=4, seed=2, min_flops=2**16, max_flops=2**22), 0)
+    assert len(sample.ops) == 4 and sample.level == 1

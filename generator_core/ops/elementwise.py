@@ -95,21 +95,21 @@ class PositiveScalar(Scalar):
 
 @register
 class MulScalar(PositiveScalar):
-    description = "MulScalar: x * c, elementwise; c drawn from 0.5 to 3.0 (a Python float: x * c)"
+    description = "MulScalar: x * c, elementwise, c a Python float drawn from 0.5 to 3.0 (torch.mul as x * c)"
     constants = (0.5, 1.5, 2.0, 3.0)
     call = "{x} * {c}"
 
 
 @register
 class DivScalar(PositiveScalar):
-    description = "DivScalar: x / c, elementwise; c drawn from 2.0 to 8.0 (a Python float: x / c)"
+    description = "DivScalar: x / c, elementwise, c a Python float drawn from 2.0 to 8.0 (torch.div as x / c)"
     constants = (2.0, 3.0, 4.0, 8.0)
     call = "{x} / {c}"
 
 
 @register
 class AddScalar(Scalar):
-    description = "AddScalar: x + c, elementwise; c drawn from -1.0 to 2.0 (a Python float: x + c)"
+    description = "AddScalar: x + c, elementwise, c a Python float drawn from -1.0 to 2.0 (torch.add as x + c)"
     constants = (-1.0, -0.5, 0.5, 1.0, 2.0)
 
     def render(self, r: RenderContext) -> str:

@@ -141,7 +141,7 @@ class InstanceNorm(AxesNorm):
 @register
 class RMSNorm(AxesNorm):
     description = ("RMSNorm: x divided by its root mean square over the features (axis 1), eps 1e-5, no affine "
-                   "weights (x / torch.sqrt(torch.mean(x ** 2, dim=1, keepdim=True) + 1e-5))")
+                   "weights (torch.sqrt of torch.mean of x ** 2, keepdim)")
     makes_facts = frozenset()  # RMS 1, but not mean 0: a LayerNorm after it still works
     flops_per_element = 4  # square, mean, sqrt, divide
     call = "{x} / torch.sqrt(torch.mean({x} ** 2, dim=1, keepdim=True) + 1e-5)"

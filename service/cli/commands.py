@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from generator_core.ops import OPERATORS
-from generator_core.spec import MAX_FLOPS_LIMIT, GenerationSpec
+from generator_core.spec import MAX_FLOPS_LIMIT, MAX_OPS, GenerationSpec
 
 BACKENDS = ("local", "ray", "auto")  # service.engine.BACKENDS, without loading the engine
 # Spec fields the validating device decides when the flags leave them unset, and stand-ins
@@ -64,7 +64,9 @@ def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
 
 
 def _spec_flags(p: argparse.ArgumentParser) -> None:
-    _flag(p, "level", type=int, help="0..4 -> 1, 2, 3, 5, 10 operators (default: none; required unless --op_sequence)")
+    _flag(p, "level", type=int,
+          help="0..4 -> 1, 2, 3, 5, 10 operators (default: none; required unless --num_ops or --op_sequence)")
+    _flag(p, "num_ops", type=int, help=f"1..{MAX_OPS} operators, drawn as levels 2-4 draw theirs (default: none)")
     _flag(p, "seed", type=int, default=0, help="everything random derives from (seed, index)")
     window = "2**16..2**22 when validating on the CPU, 2**34..2**35 on a GPU"
     _flag(p, "min_flops", type=int, help=f"lower end of the program's FLOPs window (default: {window})")
@@ -72,7 +74,7 @@ def _spec_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "ops", nargs="+", help="allow-list of operator names (default: every operator; see `tcgen ops`)")
     _flag(p, "exclude_ops", nargs="+", default=[], help="deny-list of operator names (default: none)")
     _flag(p, "op_sequence", nargs="+",
-          help="exact operators, one per node, 1 to 16 (default: none, --level draws them)")
+          help=f"exact operators, one per node, 1 to {MAX_OPS} (default: none, --level draws them)")
     _flag(p, "dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="the tensors' dtype")
     _flag(p, "topology", default="dag", choices=["dag", "chain"], help="program graph: a DAG or a chain")
     _flag(p, "max_tensor_numel", type=int, default=2**30, help="cap on every tensor's element count")
@@ -96,7 +98,8 @@ def _spec(args: argparse.Namespace, **extra: Any) -> tuple[GenerationSpec, str |
     what the flags left to the device (a mistake shows before torch and the engine load);
     then the validating device's defaults fill them in."""
     fields = dict(level=args.level, seed=args.seed, min_flops=args.min_flops, max_flops=args.max_flops,
-                  ops=args.ops, exclude_ops=args.exclude_ops, op_sequence=args.op_sequence, dtype=args.dtype,
+                  ops=args.ops, exclude_ops=args.exclude_ops, op_sequence=args.op_sequence, num_ops=args.num_ops,
+                  dtype=args.dtype,
                   topology=args.topology, max_tensor_numel=args.max_tensor_numel,
                   max_total_bytes=args.max_total_bytes, validate=not args.no_validate, baselines=args.baselines,
                   baseline_compile=args.baseline_compile, **extra)

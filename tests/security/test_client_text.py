@@ -242,10 +242,12 @@ def test_markers_in_string_fields_get_422_over_http(client):
 
 # What a rendered program may consist of: these statements and expressions, names of the
 # two templates and tensor_<n>, attributes that exist on torch (or on tensors), keyword
-# names from the vocabulary of single-operator programs, numbers, and no string at all.
+# names and strings from the vocabulary of single-operator programs (an operator's own
+# literal, such as GELUTanh's approximate='tanh'), and numbers.
 NODES = (ast.Module, ast.Import, ast.alias, ast.FunctionDef, ast.ClassDef, ast.arguments, ast.arg, ast.Return,
          ast.Assign, ast.Expr, ast.Call, ast.Attribute, ast.Name, ast.Load, ast.Store, ast.keyword, ast.Constant,
-         ast.List, ast.Tuple, ast.BinOp, ast.UnaryOp, ast.USub, ast.Add, ast.Sub, ast.Mult, ast.IfExp)
+         ast.List, ast.Tuple, ast.BinOp, ast.UnaryOp, ast.USub, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow,
+         ast.IfExp)
 TEMPLATE_NAMES = {"torch", "nn", "self", "super", "get_inputs", "get_init_inputs", "fused_operator", "Model",
                   "forward", "__init__", "device"}
 TENSOR = re.compile(r"tensor_\d+(_shape)?")  # a tensor, or (KernelBench's format) a weight's shape argument
@@ -256,7 +258,7 @@ def program_words(code: str) -> dict[str, set]:
     import torch
 
     tree = ast.parse(code)
-    words: dict[str, set] = {"keywords": set()}
+    words: dict[str, set] = {"keywords": set(), "strings": set()}
     for node in ast.walk(tree):
         assert isinstance(node, NODES), ast.dump(node)
         if isinstance(node, ast.Import):
@@ -270,6 +272,8 @@ def program_words(code: str) -> dict[str, set]:
                 assert [_dotted(b, {"nn": "torch.nn"}) for b in node.bases] == ["torch.nn.Module"] and not node.keywords
             else:
                 assert all(TENSOR.fullmatch(a.arg) or a.arg == "self" for a in node.args.args), ast.dump(node.args)
+        elif isinstance(node, ast.Constant) and type(node.value) is str:
+            words["strings"].add(node.value)
         elif isinstance(node, ast.Constant):
             assert type(node.value) in (int, float, bool, type(None)), repr(node.value)
         elif isinstance(node, ast.keyword):
@@ -287,16 +291,18 @@ def program_words(code: str) -> dict[str, set]:
 
 
 @pytest.fixture(scope="module")
-def keyword_vocabulary() -> set[str]:
-    """Keyword names of every operator's programs (a few indices, both layouts)."""
-    words = set()
+def vocabulary() -> dict[str, set[str]]:
+    """Keyword names and strings of every operator's programs (a few indices, both layouts)."""
+    words: dict[str, set[str]] = {"keywords": set(), "strings": set()}
     for name in OPERATORS:
         for index in range(3):
             spec = GenerationSpec(op_sequence=[name], min_flops=LO, max_flops=HI, validate=False,
                                   max_total_bytes=2**24, format=("fused_operator", "kernelbench")[index % 2])
-            words |= program_words(generate(spec, index).pytorch)["keywords"]
-    assert words and all(w.isidentifier() and not w.startswith("_") for w in words), words
-    assert not words & {"eval", "exec", "open", "system", "import", "os", "sys", "subprocess", "globals", "builtins"}
+            for kind, found in program_words(generate(spec, index).pytorch).items():
+                words[kind] |= found
+    every = words["keywords"] | words["strings"]
+    assert words["keywords"] and all(w.isidentifier() and not w.startswith("_") for w in every), words
+    assert not every & {"eval", "exec", "open", "system", "import", "os", "sys", "subprocess", "globals", "builtins"}
     return words
 
 
@@ -305,14 +311,15 @@ def keyword_vocabulary() -> set[str]:
        dtype=st.sampled_from(["float32", "float16", "bfloat16"]),
        fmt=st.sampled_from(["fused_operator", "kernelbench"]),
        topology=st.sampled_from(["dag", "chain"]), seed=st.integers(0, 2**63 - 1), index=st.integers(0, 2**20))
-def test_rendered_programs_hold_no_client_text(keyword_vocabulary, level, ops, dtype, fmt, topology, seed, index):
-    """Any valid spec: the program holds no string literal, imports torch only, names only
-    template names and tensor_<n>, reaches only real torch attributes, and uses keyword
-    names from the operators' vocabulary: there is nowhere for client text to be."""
+def test_rendered_programs_hold_no_client_text(vocabulary, level, ops, dtype, fmt, topology, seed, index):
+    """Any valid spec: the program imports torch only, names only template names and
+    tensor_<n>, reaches only real torch attributes, and uses keyword names and string
+    literals from the operators' vocabulary: there is nowhere for client text to be."""
     spec = GenerationSpec(level=level, ops=ops, dtype=dtype, format=fmt, topology=topology, seed=seed,
                           min_flops=LO, max_flops=HI, max_total_bytes=2**24, validate=False)
     try:
         sample = generate(spec, index)
     except GenerationError:
         return
-    assert program_words(sample.pytorch)["keywords"] <= keyword_vocabulary
+    words = program_words(sample.pytorch)
+    assert words["keywords"] <= vocabulary["keywords"] and words["strings"] <= vocabulary["strings"]
