@@ -52,8 +52,11 @@ def combination(spec: GenerationSpec, index: int, attempt: int = 0) -> list[Oper
     if spec.walks and spec.level == 0:
         return [pool[index % n]]
     if spec.walks:  # level 1
-        if spec.format == "kernelbench":  # the pairs one output can join, in walk order
-            pairs = single_output_pairs(tuple(op.name for op in pool), spec.dtype)
+        # In KernelBench's format, the pairs one output can join, in walk order. A pool with
+        # none (ops=["Abs"]: Abs of Abs) walks the plain pairs, whose every attempt then says
+        # "no single-output wiring", and the index is given up with those reasons.
+        pairs = single_output_pairs(tuple(op.name for op in pool), spec.dtype) if spec.format == "kernelbench" else []
+        if pairs:
             first, second = pairs[index % len(pairs)]
             return [OPERATORS[first], OPERATORS[second]]
         return [pool[(index // n) % n], pool[index % n]]

@@ -94,3 +94,14 @@ def test_num_ops_with_a_level_keeps_the_level_as_the_difficulty():
 
     sample = generate(GenerationSpec(level=1, num_ops=4, seed=2, min_flops=2**16, max_flops=2**22), 0)
     assert len(sample.ops) == 4 and sample.level == 1
+
+
+def test_level1_kernelbench_with_no_joinable_pair_is_given_up_with_its_reason():
+    """KernelBench's level 1 walks the pairs one output can join; a pool with none (Abs of Abs
+    is degenerate) gives a GenerationError saying why, not a crash (Hypothesis found a
+    ZeroDivisionError here)."""
+    from generator_core import GenerationError, generate
+
+    spec = GenerationSpec(level=1, ops=["Abs"], format="kernelbench", min_flops=2**16, max_flops=2**22, validate=False)
+    with pytest.raises(GenerationError, match=r"index 3 \(Abs, Abs\): attempt 0: no single-output wiring"):
+        generate(spec, 3)
