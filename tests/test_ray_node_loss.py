@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_node_removed_mid_job_gives_identical_output(tmp_path):
-    """A two-node `ray.cluster_utils.Cluster` (one CPU each) runs an 80-sample level-2 job;
+    """A two-node `ray.cluster_utils.Cluster` (one CPU each) runs a 200-sample level-2 job;
     after 10 outcomes, while the second node runs a solve task, every process of that node
     is killed (its raylet and workers, SIGKILL) and a fresh node joins. It proves that the
     task lost with the node comes back to the engine as a lost request (NodeDiedError), is
