@@ -41,8 +41,8 @@ class GenerationError(RuntimeError):
 
 def combination(spec: GenerationSpec, index: int, attempt: int = 0) -> list[Operator]:
     """Level 0 cycles the pool by index, level 1 walks all ordered pairs, levels 2-4 (and
-    num_ops, whatever the level) draw from (seed, index), preferring draws that can reach the FLOPs window. From attempt
-    REDRAW_FROM_ATTEMPT on, levels 2-4 draw anew every REDRAW_EVERY attempts: some
+    num_ops, whatever the level) draw from (seed, index), preferring draws that can reach
+    the FLOPs window. From attempt REDRAW_FROM_ATTEMPT on, levels 2-4 draw anew every REDRAW_EVERY attempts: some
     combinations make no gradeable program in any wiring (Cos of a mean of Hardsigmoid
     values is positive, so a LeakyReLU after it is always the identity)."""
     if spec.op_sequence:

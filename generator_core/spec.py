@@ -10,7 +10,6 @@ from generator_core.ops import OPERATORS
 LEVEL_OPS = {0: 1, 1: 2, 2: 3, 3: 5, 4: 10}
 MAX_FLOPS_LIMIT = 2**40
 MAX_OPS = 20  # operators in one program, by num_ops or op_sequence
-MAX_SEQUENCE = MAX_OPS
 INDEX_LIMIT = 2**63  # every index (start_index + k) is below it: a signed 64-bit integer anywhere it is stored
 
 Dtype = Literal["float32", "float16", "bfloat16"]
@@ -71,8 +70,8 @@ class GenerationSpec(BaseModel):
     @field_validator("op_sequence")
     @classmethod
     def _known_sequence(cls, v):
-        if v is not None and not 1 <= len(v) <= MAX_SEQUENCE:
-            raise ValueError(f"op_sequence: needs 1 to {MAX_SEQUENCE} operators, got {len(v)}")
+        if v is not None and not 1 <= len(v) <= MAX_OPS:
+            raise ValueError(f"op_sequence: needs 1 to {MAX_OPS} operators, got {len(v)}")
         return _check_names(v, "op_sequence")
 
     @model_validator(mode="after")

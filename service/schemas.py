@@ -10,7 +10,7 @@ from typing import Any, Iterable, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from generator_core import GenerationSpec
-from generator_core.spec import MAX_FLOPS_LIMIT, MAX_SEQUENCE
+from generator_core.spec import MAX_FLOPS_LIMIT, MAX_OPS
 
 NDJSON = "application/x-ndjson"
 DEFAULT_WINDOW = ("default (null): the validating device's window: 2**16..2**22 on a CPU, 2**34..2**35 on a GPU "
@@ -21,13 +21,13 @@ DEFAULT_WINDOW = ("default (null): the validating device's window: 2**16..2**22 
 def _state_checks(schema: dict[str, Any]) -> None:
     """SampleRequest's JSON schema says what of GenerationSpec's own checks JSON Schema can:
     one of level, num_ops or op_sequence (its validator: "level: required unless num_ops or
-    op_sequence is given"), 1 to MAX_SEQUENCE operators in op_sequence, a non-empty ops. Not what it
+    op_sequence is given"), 1 to MAX_OPS operators in op_sequence, a non-empty ops. Not what it
     cannot: caps, min_flops <= max_flops, operator names (the catalogue is GET /v1/ops), and
     a strict integer (JSON Schema counts 2.0 as one)."""
     schema["anyOf"] = [{"required": ["level"], "properties": {"level": {"type": "integer"}}},
                        {"required": ["num_ops"], "properties": {"num_ops": {"type": "integer"}}},
                        {"required": ["op_sequence"], "properties": {"op_sequence": {"type": "array"}}}]
-    for field, bounds in (("op_sequence", {"minItems": 1, "maxItems": MAX_SEQUENCE}), ("ops", {"minItems": 1})):
+    for field, bounds in (("op_sequence", {"minItems": 1, "maxItems": MAX_OPS}), ("ops", {"minItems": 1})):
         next(s for s in schema["properties"][field]["anyOf"] if s.get("type") == "array").update(bounds)
     # Quick ones (a small FLOPs window): for the reader, and schemathesis sends them too.
     schema["examples"] = [

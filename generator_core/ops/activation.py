@@ -1,6 +1,7 @@
 """Unary activations and elementwise math: output shape = input shape."""
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 from generator_core.ops.base import F, Operator, Plan, RenderContext, choose_axis, register
@@ -9,7 +10,7 @@ from generator_core.ops.base import F, Operator, Plan, RenderContext, choose_axi
 # finite. float16 tops out at 65504, float32 / bfloat16 at ~3.4e38.
 EXP2_LIMIT = {"torch.float16": 6.0, "torch.bfloat16": 16.0, "torch.float32": 16.0}
 # The same bounds for Exp, in its base: e**x <= 2**EXP2_LIMIT.
-EXP_LIMIT = {dtype: round(limit * 0.6931, 2) for dtype, limit in EXP2_LIMIT.items()}
+EXP_LIMIT = {dtype: round(limit * math.log(2), 2) for dtype, limit in EXP2_LIMIT.items()}
 
 
 class Unary(Operator):

@@ -116,6 +116,16 @@ class Operator:
         }
 
 
+class InputCosted(Operator):
+    """An operator whose work is per element it reads (reductions, norms, scans), not per
+    element it writes."""
+
+    flops_formula = "flops_per_element * input numel"
+
+    def flops(self, node: Node) -> list[Term]:
+        return [numel_term(node.inputs[0].dims, self.flops_per_element)]
+
+
 OPERATORS: dict[str, Operator] = {}
 
 

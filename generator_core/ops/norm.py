@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from generator_core.ops.base import F, Operator, Plan, choose_axis, has_free_axis, register
-from generator_core.symbolic import numel_term
+from generator_core.ops.base import F, InputCosted, Plan, choose_axis, has_free_axis, register
 
 
 # Elements one statistic reduces over (a channel, a group, a row). GPU kernels give each
@@ -18,9 +17,8 @@ MAX_REDUCED = 2**22
 MAX_REDUCED_OF_INPUT = 2**10
 
 
-class Normalization(Operator):
+class Normalization(InputCosted):
     family = "norm"
-    flops_formula = "flops_per_element * input numel"
     flops_per_element = 5  # mean 1, variance 2, normalise 2
     makes_facts = frozenset({"standardized"})
     pointless_on = frozenset({"standardized"})
@@ -31,9 +29,6 @@ class Normalization(Operator):
 
     def render(self, r):
         return self.call.format(x=r.args[0], **r.params)
-
-    def flops(self, node):
-        return [numel_term(node.inputs[0].dims, self.flops_per_element)]
 
     def reduced(self, dims, params) -> list:
         """The input dims (and params) whose product is the size of one statistic: solver

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from generator_core.ops.base import F, Operator, Plan, choose_axis, has_free_axis, register, unpinned
+from generator_core.ops.base import F, InputCosted, Operator, Plan, choose_axis, has_free_axis, register, unpinned
 from generator_core.ops.conv import constrain_window_output, draw_window_params
-from generator_core.symbolic import Term, numel_term
+from generator_core.symbolic import Term
 
 KERNEL_MAX = {1: 32, 2: 8, 3: 4}
 # The spatial axes and the input's shape, per number of spatial axes.
@@ -87,12 +87,11 @@ MaxPool3d = _pool("MaxPool3d", 3, "max")
 
 
 @register
-class GlobalAvgPool(Operator):
+class GlobalAvgPool(InputCosted):
     description = ("GlobalAvgPool: the mean over every spatial axis of an (N, C, ...) input, kept as axes of size 1 "
                    "(torch.mean over dims 2.., keepdim=True)")
     family = "pool"
     input_ranks = (3, 4, 5)
-    flops_formula = "flops_per_element * input numel"
     keeps_facts = True
 
     def accepts(self, x):
@@ -101,9 +100,6 @@ class GlobalAvgPool(Operator):
     def plan(self, b, x, want_ranks):
         choose_axis(b, x, axes=list(range(2, x.rank)))  # a mean over one value would copy it
         return Plan(inputs=[x], out_dims=(*x.dims[:2], *(b.fixed(1) for _ in range(2, x.rank))))
-
-    def flops(self, node):
-        return [numel_term(node.inputs[0].dims, self.flops_per_element)]
 
     def render(self, r):
         return f"torch.mean({r.args[0]}, dim={list(range(2, len(r.in_shapes[0])))}, keepdim=True)"

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from generator_core.ops.base import Operator, Plan, RenderContext, choose_axis, register
-from generator_core.symbolic import numel_term
+from generator_core.ops.base import InputCosted, Plan, RenderContext, choose_axis, register
 
 
-class Reduction(Operator):
+class Reduction(InputCosted):
     family = "reduction"
-    flops_formula = "flops_per_element * input numel"
     input_ranks = (2, 3, 4, 5)
     call: ClassVar[str]  # a format string over {x}, {dim}, {keepdim}
     index_output: ClassVar[bool] = False
@@ -32,9 +30,6 @@ class Reduction(Operator):
             del dims[axis]
         return Plan(inputs=[x], out_dims=tuple(dims), params={"dim": axis, "keepdim": keepdim},
                     is_index=self.index_output)
-
-    def flops(self, node):
-        return [numel_term(node.inputs[0].dims, self.flops_per_element)]
 
     def render(self, r: RenderContext) -> str:
         return self.call.format(x=r.args[0], **r.params)

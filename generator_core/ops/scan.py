@@ -1,7 +1,7 @@
 """Cumulative scans along one axis."""
 from __future__ import annotations
 
-from generator_core.ops.base import Operator, Plan, choose_axis, register
+from generator_core.ops.base import InputCosted, Plan, choose_axis, register
 
 
 # cummax / cummin scan with indices; over the innermost axis PyTorch's CUDA kernel gives
@@ -10,9 +10,8 @@ from generator_core.ops.base import Operator, Plan, choose_axis, register
 MIN_INNERMOST_SCAN = 32
 
 
-class Scan(Operator):
+class Scan(InputCosted):
     family = "scan"
-    flops_formula = "flops_per_element * input numel"
     keeps_facts = True
     call: str
     with_indices = False

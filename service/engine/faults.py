@@ -1,5 +1,5 @@
 """Faults the tests inject into the engine's workers on purpose, through the environment (a
-spawned or Ray worker inherits it). Unset in normal runs, these do nothing."""
+local worker is started with it, a Ray worker inherits it). Unset in normal runs, these do nothing."""
 from __future__ import annotations
 
 import os

@@ -128,9 +128,9 @@ class Worker:
 
 
 class LocalBackend:
-    """Workers as processes on this machine (forked from a preloaded server). One selector for the engine's life:
-    building one per wait (what multiprocessing.connection.wait does) cost the parent
-    measurable CPU per sample."""
+    """Workers as processes on this machine (forked from a preloaded server). One selector
+    for the engine's life: building one per wait (what multiprocessing.connection.wait
+    does) cost the parent measurable CPU per sample."""
 
     name = "local"
 

@@ -113,8 +113,8 @@ def _release_memory():
 
 def _validator(label: str) -> Callable[[ValidateRequest], Answer]:
     """validate(request) -> the worker's answer, on this process's device.
-    CUDA_VISIBLE_DEVICES was set before the process started, so torch (imported here, the
-    first time in this process) sees exactly the one GPU of `label`."""
+    CUDA_VISIBLE_DEVICES was set (start_worker) before CUDA initialised in this process, so
+    torch sees exactly the one GPU of `label`."""
     from generator_core.generate import rejection
     from generator_core.validate import DeviceFault
 
@@ -222,7 +222,7 @@ def solver(validate_on: str | None = None):
             return _timed("solve", _done(index, result, rejected, None, None), started)
         if validate_on is None:
             return _timed("solve", Solved(index, attempt, result), started)
-        validate = validate or _validator(validate_on)  # torch is imported on first use only
+        validate = validate or _validator(validate_on)  # set up on first use only
         answer = validate(ValidateRequest(index, result, rejected))
         answer.timings["solve"] = solved - started
         return answer
