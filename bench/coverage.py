@@ -27,7 +27,8 @@ import math
 from pathlib import Path
 
 from generator_core import GenerationSpec
-from generator_core.generate import MAX_ATTEMPTS, Candidate, combination, solve_attempt
+from generator_core.draws import combination
+from generator_core.generate import MAX_ATTEMPTS, Candidate, solve_attempt
 
 RESULTS = Path(__file__).parent / "results"
 WINDOWS = {"default": {}, "small": {"min_flops": 2**16, "max_flops": 2**22}}

@@ -21,7 +21,7 @@ import statistics
 import time
 
 from generator_core import OPERATORS, GenerationError, GenerationSpec, generate
-from generator_core.generate import combination, reachable_estimate
+from generator_core.draws import combination, reachable_estimate
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

@@ -16,7 +16,8 @@ import sys
 import torch
 
 from generator_core import GenerationError, GenerationSpec, generate
-from generator_core.generate import combination, derive_seed
+from generator_core.draws import combination
+from generator_core.seeds import derive_seed
 from generator_core.validate import validate_program
 
 

@@ -139,8 +139,8 @@ def build_model(graph: Graph, limits: Limits, min_flops: int, banded: str):
     return m, flops
 
 
-def _run(m: ShapeModel, seed: int, limit: float) -> tuple[cp_model.CpSolver | None, bool]:
-    """(solver if a solution was found, whether the model was proven infeasible)."""
+def _run(m: ShapeModel, seed: int, limit: float) -> cp_model.CpSolver | None:
+    """The solver, if it found a solution."""
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = seed
@@ -154,8 +154,7 @@ def _run(m: ShapeModel, seed: int, limit: float) -> tuple[cp_model.CpSolver | No
     # write a machine-timing-dependent sample; the caller decides what a signal stops.
     solver.parameters.catch_sigint_signal = False
     status = solver.solve(m.model)
-    found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
-    return (solver if found else None), status == cp_model.INFEASIBLE
+    return solver if status in (cp_model.OPTIMAL, cp_model.FEASIBLE) else None
 
 
 def _solution(m: ShapeModel, solver, graph: Graph, min_flops: int, relaxed: bool, stage: str) -> Solution:
@@ -166,8 +165,7 @@ def _solution(m: ShapeModel, solver, graph: Graph, min_flops: int, relaxed: bool
 
 def solve_graph(graph: Graph, limits: Limits, seed: int, may_relax: bool = True) -> Solution | None:
     """Stages: feasibility inside the drawn bands of every Var, then with no bands (hints
-    kept). If the floor is proven out of reach, or `may_relax` (the caller's last tries),
-    the original's fallback follows: min_flops is halved until a solution meets it (the
+    kept). If `may_relax` (the caller's later tries), the original's fallback follows: min_flops is halved until a solution meets it (the
     sample is flagged relaxed). None means: rewire and try again (a fresh wiring is usually
     easier than more search)."""
     terms = flops_terms(graph)
@@ -182,10 +180,10 @@ def solve_graph(graph: Graph, limits: Limits, seed: int, may_relax: bool = True)
     floor = limits.min_flops if any(terms) else 0
     for stage, limit in STAGES:
         m, _ = build_model(graph, limits, floor, banded=stage)
-        solver, infeasible = _run(m, seed, limit)
+        solver = _run(m, seed, limit)
         if solver is not None:
             return _solution(m, solver, graph, floor, floor < limits.min_flops, stage)
-    if not (infeasible or may_relax):
+    if not may_relax:
         return None
     # Halving, not maximising FLOPs: an out-of-reach floor is usually proven infeasible in
     # well under a millisecond, while a maximisation runs its whole budget whenever the
@@ -193,7 +191,7 @@ def solve_graph(graph: Graph, limits: Limits, seed: int, may_relax: bool = True)
     while floor > 0:
         floor //= 2
         m, _ = build_model(graph, limits, floor, banded="none")
-        solver, _ = _run(m, seed, HALVING_DETERMINISTIC_LIMIT)
+        solver = _run(m, seed, HALVING_DETERMINISTIC_LIMIT)
         if solver is not None:
             return _solution(m, solver, graph, floor, True, "relaxed")
     return None  # structurally infeasible (or out of budget): the caller rewires

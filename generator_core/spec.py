@@ -111,6 +111,12 @@ class GenerationSpec(BaseModel):
         return self.num_ops or LEVEL_OPS[self.level]
 
     @property
+    def single_output(self) -> bool:
+        """One output, every operator reading the newest tensor: KernelBench's format (its
+        forward returns one tensor) and the chain topology."""
+        return self.format == "kernelbench" or self.topology == "chain"
+
+    @property
     def walks(self) -> bool:
         """Level 0 or 1 without num_ops: operators by a fixed walk over the pool, not drawn."""
         return self.op_sequence is None and self.num_ops is None and self.level in (0, 1)

@@ -70,6 +70,7 @@ class Operator:
     # Inputs on which this operator, or the one that made them, changes nothing (Abs of
     # Abs, Cos of Abs): a node a grader's task would not need.
     pointless_on: ClassVar[frozenset[str]] = frozenset()
+    index_output: ClassVar[bool] = False  # int64 indices (ArgMax, ArgMin)
     extreme_of_large: ClassVar[bool] = False  # max/min-like: "large" inputs give "saturating"
     # Wiring's rank adapter (rank_adapter.Reshape), which no one draws: its output is a view.
     is_adapter: ClassVar[bool] = False

@@ -10,7 +10,6 @@ class Reduction(InputCosted):
     family = "reduction"
     input_ranks = (2, 3, 4, 5)
     call: ClassVar[str]  # a format string over {x}, {dim}, {keepdim}
-    index_output: ClassVar[bool] = False
 
     def accepts(self, x):
         # One free axis is reduced and one must remain, or the output would be a scalar.
