@@ -15,6 +15,12 @@ distinct ordered pairs among the first n*n indices (a full walk: n*n), and how m
 first 80 indices start with the commonest first operator (a spread walk: about 80/n).
 With --solved, the operators of each index's first attempt that solves (CP-SAT, validation
 off) instead of first draws: the mix after the solver's rejections and the redraws they cause.
+--num_ops adds rows for programs of that many drawn operators. Each row also gives the
+least uneven shares a window allows (`bound_carrier`, `bound_other`: every program needs
+one operator that reaches the floor alone, see generator_core/draws.py).
+With --kernelbench, also the share of KernelBench's level-1 and level-2 problems whose chain
+(generator_core/kernelbench_problems.py), as `op_sequence` at the small window on the CPU,
+yields a validated sample inside the window, with the chains that do not (slow: validation).
 Results go to bench/results/coverage-<date>.json (or --out).
 """
 from __future__ import annotations
@@ -26,9 +32,10 @@ import json
 import math
 from pathlib import Path
 
-from generator_core import GenerationSpec
-from generator_core.draws import combination
+from generator_core import GenerationError, GenerationSpec, generate
+from generator_core.draws import combination, draw_weights, reach_key
 from generator_core.generate import MAX_ATTEMPTS, Candidate, solve_attempt
+from generator_core.kernelbench_problems import LEVEL1, LEVEL2
 
 RESULTS = Path(__file__).parent / "results"
 WINDOWS = {"default": {}, "small": {"min_flops": 2**16, "max_flops": 2**22}}
@@ -40,15 +47,33 @@ def chi_square_p(statistic: float, df: int) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2))
 
 
-def draws(level: int, seed: int, window: str, count: int) -> list[list[str]]:
-    spec = GenerationSpec(level=level, seed=seed, **WINDOWS[window])
+def row_spec(row: int | str, seed: int, window: str, **fields) -> GenerationSpec:
+    """A row is a level (2) or a drawn operator count ("num_ops 20")."""
+    size = {"num_ops": int(row.split()[1])} if isinstance(row, str) else {"level": row}
+    return GenerationSpec(**size, seed=seed, **WINDOWS[window], **fields)
+
+
+def draws(row: int | str, seed: int, window: str, count: int) -> list[list[str]]:
+    spec = row_spec(row, seed, window)
     return [[op.name for op in combination(spec, index, 0)] for index in range(count)]
 
 
-def solved(level: int, seed: int, window: str, count: int) -> list[list[str]]:
+def bounds(row: int | str, seed: int, window: str, pool: list[str]) -> dict:
+    """The least uneven shares of uniform this window allows: with h of n operators able to
+    reach the floor alone and k per program, n/(h*k) for them and (k-1)/k * n/(n-h) for the
+    rest when h < n/k; 1 and 1 otherwise."""
+    spec = row_spec(row, seed, window)
+    carriers, _ = draw_weights(tuple(pool), spec.op_count, reach_key(spec))
+    n, h, k = len(pool), len(carriers), spec.op_count
+    tight = 0 < h < n and h * k < n
+    return {"carriers": h, "bound_carrier": round(n / (h * k), 3) if tight else 1.0,
+            "bound_other": round((k - 1) / k * n / (n - h), 3) if tight else 1.0}
+
+
+def solved(row: int | str, seed: int, window: str, count: int) -> list[list[str]]:
     """The operators of the first attempt that solves, per index (validation off): the mix
     after the solver's rejections and the redraws they cause."""
-    spec = GenerationSpec(level=level, seed=seed, **WINDOWS[window])
+    spec = row_spec(row, seed, window, validate=False)
     lists = []
     for index in range(count):
         for attempt in range(MAX_ATTEMPTS):
@@ -95,14 +120,34 @@ def level1_pairs(seed: int, window: str, pool: list[str]) -> dict:
             "first80_distinct_first": len(first80)}
 
 
+def kernelbench_share(fmt: str) -> dict:
+    """Per level, the share of problems whose chain validates inside the small window."""
+    report = {}
+    for level, table in (("1", LEVEL1), ("2", LEVEL2)):
+        failed = {}
+        for name, chain in table.items():
+            spec = GenerationSpec(op_sequence=list(chain), format=fmt, **WINDOWS["small"])
+            try:
+                if generate(spec, 0).flops_window_relaxed:
+                    failed[name] = "outside the window"
+            except GenerationError as exc:
+                failed[name] = str(exc)[-300:]
+        report[level] = {"problems": len(table), "validated": len(table) - len(failed),
+                         "share": round(1 - len(failed) / len(table), 3), "failed": failed}
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.coverage", description=__doc__.splitlines()[0])
     p.add_argument("--levels", type=int, nargs="+", default=[2, 3, 4])
+    p.add_argument("--num_ops", type=int, nargs="*", default=[], help="also rows of this many drawn operators")
     p.add_argument("--windows", nargs="+", default=list(WINDOWS), choices=list(WINDOWS))
     p.add_argument("--draws", type=int, default=6000, help="indices per level and window")
     p.add_argument("--seed", type=int, default=777)
     p.add_argument("--solved", action="store_true",
                    help="count the operators of solved samples (slow: CP-SAT per index) instead of first draws")
+    p.add_argument("--kernelbench", choices=["fused_operator", "kernelbench"],
+                   help="also validate every KernelBench problem's chain in this format (slow)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
 
@@ -112,20 +157,31 @@ def main(argv: list[str] | None = None) -> int:
     for window in args.windows:
         sample = solved if args.solved else draws
         by_level = {level: sample(level, args.seed, window, args.draws) for level in args.levels}
-        result = {"levels": {level: frequencies(lists, pool) for level, lists in by_level.items()},
+        rows = {**by_level, **{f"num_ops {k}": sample(f"num_ops {k}", args.seed, window, args.draws)
+                               for k in args.num_ops}}
+        result = {"levels": {row: frequencies(lists, pool) | bounds(row, args.seed, window, pool)
+                             for row, lists in rows.items()},
                   "nesting": nesting(by_level), "level1": level1_pairs(args.seed, window, pool)}
         report["windows"][window] = result
-        for level, f in result["levels"].items():
-            print(f"{window:>7} level {level}: {f['draws']} draws, share of uniform {f['min_ratio']:.2f} "
+        for row, f in result["levels"].items():
+            name = f"level {row}" if isinstance(row, int) else row
+            print(f"{window:>7} {name}: {f['draws']} draws, share of uniform {f['min_ratio']:.2f} "
                   f"({f['rarest']}) .. {f['max_ratio']:.2f} ({f['commonest']}), chi-square {f['chi_square']} "
                   f"on {f['df']} df (p {f['p_uniform']:.2g}); never first {len(f['never_first'])}, "
-                  f"never last {len(f['never_last'])}")
+                  f"never last {len(f['never_last'])}; least uneven possible {f['bound_other']:.2f} .. "
+                  f"{f['bound_carrier']:.2f} ({f['carriers']} carriers)")
         print(f"{window:>7} nesting (next level starts with this one): "
               + ", ".join(f"{k} {v:.2f}" for k, v in result["nesting"].items()))
         l1 = result["level1"]
         print(f"{window:>7} level 1: {l1['pairs_in_first_n2']} of {l1['n2']} ordered pairs in the first "
               f"{l1['n2']} indices; first 80 indices: {l1['first80_distinct_first']} distinct first operators, "
               f"{l1['first80_commonest_first_count']} start with {l1['first80_commonest_first']}")
+    if args.kernelbench:
+        report["kernelbench"] = kernelbench_share(args.kernelbench)
+        for level, r in report["kernelbench"].items():
+            print(f"KernelBench level {level} ({args.kernelbench}): {r['validated']} of {r['problems']} chains "
+                  f"validate inside 2**16..2**22 ({r['share']:.0%})"
+                  + "".join(f"\n  {name}: {why}" for name, why in r["failed"].items()))
     out = args.out or RESULTS / f"coverage-{report['date']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
