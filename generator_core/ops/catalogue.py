@@ -20,7 +20,7 @@ END = "<!-- end of generated catalogue -->"
 COMMAND = "python -m generator_core.ops.catalogue"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "operators.md"  # in a checkout
 # The table's order of families; a family not listed here follows them, by name.
-FAMILY_ORDER = ("elementwise", "activation", "linalg", "reduction", "norm", "scan", "conv", "pool", "layout")
+FAMILY_ORDER = ("elementwise", "activation", "linalg", "reduction", "norm", "scan", "conv", "pool", "layout", "loss")
 
 
 def _ranks(ranks: list[int]) -> str:
