@@ -116,7 +116,7 @@ CONSTANT_MASK_FACTS = frozenset({"nonpositive", "extreme", "saturating", "concen
 @register
 class MaskedCumSum(Scan):
     description = ("MaskedCumSum: the running sum along one drawn axis of x where a second tensor of x's shape is "
-                   "positive, 0 elsewhere: torch.cumsum of x times the boolean mask m > 0 (torch.cumsum)")
+                   "positive, 0 elsewhere: torch.cumsum of x times the boolean mask torch.gt(m, 0) (torch.cumsum)")
     arity = 2
     flops_per_element = 3  # compare, multiply, add
 
@@ -132,4 +132,6 @@ class MaskedCumSum(Scan):
         return Plan(inputs=[x, m], out_dims=x.dims, params={"dim": dim})
 
     def render(self, r):
-        return f"torch.cumsum({r.args[0]} * ({r.args[1]} > 0), dim={r.params['dim']})"
+        # torch.gt, not `>`: a rendered program holds calls and arithmetic only (no comparisons;
+        # tests/security/test_client_text.py checks its syntax).
+        return f"torch.cumsum({r.args[0]} * torch.gt({r.args[1]}, 0), dim={r.params['dim']})"
