@@ -128,7 +128,8 @@ class DiagMatmul(Operator):
     flops_formula = "flops_per_element * output numel (one multiply each: the diagonal matrix is never built)"
 
     def accepts(self, x):
-        return x.rank in self.input_ranks and x.dims[-2].hi >= MIN_NUMEL and x.dims[-1].hi > 1
+        # d holds N values, and every tensor at least MIN_NUMEL: N cannot be pinned below it.
+        return x.rank in self.input_ranks and x.dims[-2].hi >= MIN_NUMEL
 
     def plan(self, b, x, want_ranks):
         return Plan(inputs=[x, b.fresh_input((x.dims[-2],))], out_dims=x.dims)
