@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from bench.grading import recheck
 from generator_core import OPERATORS, Sample, generate, grading
+from generator_core.ops.conv import Convolution
+from generator_core.ops.linalg import MatrixProduct
 from generator_core.render import PIN_FULL_FLOAT32
 from generator_core.validate import validate_program
 from helpers import level0, spec
@@ -222,15 +224,17 @@ def test_operator_sample_meets_the_contract_when_rechecked(name):
     assert sample.grading.exact_outputs == ([0] if index_op else [])
 
 
-@pytest.mark.parametrize("name", [n for n, op in OPERATORS.items() if op.arity == 2 and op.family in ("conv", "linalg")])
+@pytest.mark.parametrize("name", [n for n, op in OPERATORS.items() if isinstance(op, (Convolution, MatrixProduct))])
 def test_weights_are_drawn_like_torch_nn(name):
     """Weights are uniform in +-1/sqrt(fan_in), fan_in as torch.nn counts it (a conv weight's
-    size(1) x kernel; a matmul operand's K, as nn.Linear's in_features)."""
+    size(1) x kernel; a matmul operand's K, as nn.Linear's in_features: size(-2) of a (K, N)
+    operand, size(-1) of one stored (N, K) and read transposed)."""
     sample = level0(name)
     (weight,) = [t for t in sample.graph["inputs"] if t["weight"]]
     shape = weight["shape"]
+    transposed = f"{weight['name']}.transpose(-2, -1)" in sample.pytorch
     fan_in = (torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))[0] if OPERATORS[name].family == "conv"
-              else shape[-2])
+              else shape[-1] if transposed else shape[-2])
     bound = float(f"{1 / math.sqrt(fan_in):.6g}")
     assert f"{weight['name']} = torch.empty({shape}, dtype=torch.float32).uniform_(-{bound}, {bound})" in sample.pytorch
 
