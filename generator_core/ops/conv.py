@@ -79,7 +79,8 @@ class Convolution(Operator):
         p["in_per_group"] = b.dim()
         p["out_per_group"] = b.dim()
         c_out = b.dim()
-        weight = b.fresh_input(self.weight_dims(b, c_in, c_out, p), fan_in_axes=tuple(range(1, self.n + 2)))
+        dims = self.weight_dims(b, c_in, c_out, p)
+        weight = b.parameter(dims, fan_in=dims[1:])
         out_spatial = tuple(b.derived_dim() for _ in range(self.n))
         return Plan(inputs=[x, weight], out_dims=(batch, c_out) + out_spatial, params=p)
 

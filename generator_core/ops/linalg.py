@@ -25,7 +25,7 @@ class MatrixProduct(Operator):
 
     def plan(self, b, x, want_ranks):
         k, n = x.dims[-1], b.dim()
-        rhs = b.fresh_input(self.rhs_batch(b, x) + (k, n), fan_in_axes=(-2,))
+        rhs = b.parameter(self.rhs_batch(b, x) + (k, n), fan_in=(k,))
         return Plan(inputs=[x, rhs], out_dims=x.dims[:-1] + (n,))
 
     def flops(self, node):
