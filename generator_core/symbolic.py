@@ -29,7 +29,7 @@ VALUE_FACTS = {
     "concentrated": "values in a narrow band away from 0 (Var, Norm, LogSoftmax): clamps saturate",
     "discrete": "few distinct values (ArgMax / ArgMin indices): arg-reductions tie",
     "monotone": "sorted along an axis (CumMax, CumMin): arg-reductions along it are constant",
-    "large": "magnitudes grow with a reduction length (Matmul, Bmm, Conv)",
+    "large": "magnitudes grow with a reduction length (Matmul, Bmm, Linear, Conv)",
     "saturating": "large and of one sign (the max of large values): squashing maps saturate",
     "extreme": "the max or min over an axis: one sign, mostly beyond +-1, so clamps saturate",
     "sparse": "about half the values exactly 0 (ReLU): a min over an axis is 0",
