@@ -16,7 +16,7 @@ from typing import Any
 
 from generator_core.ops.base import Operator, Plan
 from generator_core.rank_adapter import RESHAPE
-from generator_core.symbolic import MAX_DIM, Tensor, Var
+from generator_core.symbolic import MAX_DIM, MIN_NUMEL, Tensor, Var
 
 # Chance that a DAG operator reads an older tensor instead of the newest one (fan-out,
 # several outputs) and that a partner input reuses an existing tensor (residual edges).
@@ -106,9 +106,19 @@ class Builder:
         return Var(self._name(name), lo, hi, hint=hint, band=(hint, hint))
 
     # -- tensors ------------------------------------------------------------------------
-    def fresh_input(self, dims: tuple[Var, ...], fan_in_axes: tuple[int, ...] | None = None) -> Tensor:
-        """A graph input; with `fan_in_axes`, an operator's weight (drawn like torch.nn's)."""
-        t = Tensor("", tuple(dims), is_weight=fan_in_axes is not None, is_input=True, fan_in_axes=fan_in_axes or ())
+    def fresh_input(self, dims: tuple[Var, ...]) -> Tensor:
+        """A graph input, drawn standard normal."""
+        t = Tensor("", tuple(dims), is_input=True)
+        self.graph.inputs.append(t)
+        return t
+
+    def parameter(self, dims: tuple[Var, ...], fan_in: tuple[Var, ...] | None = None,
+                  min_numel: int = MIN_NUMEL) -> Tensor:
+        """A graph input that is an operator's learnable parameter (an nn.Parameter in
+        KernelBench's format). With `fan_in` (Vars whose product is the fan-in torch.nn
+        counts: a weight's own axes, or a bias's weight's), drawn uniform in +-1/sqrt(fan_in)
+        as torch.nn initialises them; without, standard normal (nn.Parameter(torch.randn))."""
+        t = Tensor("", tuple(dims), is_weight=True, is_input=True, fan_in=fan_in, min_numel=min_numel)
         self.graph.inputs.append(t)
         return t
 

@@ -33,26 +33,28 @@ class Program:
     steps: list[str]
 
 
-def weight_bound(t, shape: list[int]) -> float:
-    """torch.nn's default initialisation bound, 1/sqrt(fan_in) (kaiming_uniform with a=sqrt(5)),
-    over the axes the weight's operator names (a conv weight's Cin/groups x kernel, as torch
-    counts it, also for transposed convolutions; a matmul operand's K)."""
-    fan_in = math.prod(shape[a] for a in t.fan_in_axes)
+def weight_bound(t, values: dict[Var, int]) -> float:
+    """torch.nn's default initialisation bound, 1/sqrt(fan_in) (kaiming_uniform with a=sqrt(5)
+    for a weight; a bias takes its weight's), over the Vars the weight's operator names (a conv
+    weight's Cin/groups x kernel, as torch counts it, also for transposed convolutions; a
+    matmul operand's K)."""
+    fan_in = math.prod(values[v] for v in t.fan_in)
     return float(f"{1 / math.sqrt(max(fan_in, 1)):.6g}")
 
 
-def draw(t, shape: list[int], torch_dtype: str, device: str = "", size: str | None = None) -> str:
-    """The expression that makes graph input `t`: a weight as torch.nn initialises one, any
-    other input standard normal. `size` replaces the literal shape (a constructor argument)."""
-    size = size or str(shape)
-    if t.is_weight:
-        bound = weight_bound(t, shape)
+def draw(t, values: dict[Var, int], torch_dtype: str, device: str = "", size: str | None = None) -> str:
+    """The expression that makes graph input `t`: a weight with a fan-in as torch.nn
+    initialises one, any other input (a standard-normal parameter included) standard normal.
+    `size` replaces the literal shape (a constructor argument)."""
+    size = size or str([values[d] for d in t.dims])
+    if t.fan_in is not None:
+        bound = weight_bound(t, values)
         return f"torch.empty({size}, dtype={torch_dtype}{device}).uniform_(-{bound}, {bound})"
     return f"torch.randn({size}, dtype={torch_dtype}{device})"
 
 
-def input_line(t, name: str, shape: list[int], torch_dtype: str, device: str = "") -> str:
-    return f"{name} = {draw(t, shape, torch_dtype, device)}"
+def input_line(t, name: str, values: dict[Var, int], torch_dtype: str, device: str = "") -> str:
+    return f"{name} = {draw(t, values, torch_dtype, device)}"
 
 
 # KernelBench's evaluator calls get_inputs() on the CPU, where drawing gigabytes of random
@@ -95,9 +97,9 @@ def render_program(graph: Graph, values: dict[Var, int], dtype: str, fmt: str) -
         "outputs": outputs,
     }
     if fmt == "kernelbench":
-        code = _kernelbench(graph, names, shape, torch_dtype, body, outputs)
+        code = _kernelbench(graph, names, shape, values, torch_dtype, body, outputs)
     else:
-        input_lines = [input_line(t, names[id(t)], shape(t), torch_dtype) for t in graph.inputs]
+        input_lines = [input_line(t, names[id(t)], values, torch_dtype) for t in graph.inputs]
         code = _fused_operator(input_lines, body, [names[id(t)] for t in graph.inputs], outputs)
     if dtype == "float32" and any(node.op.family == "conv" for node in graph.nodes):
         head, rest = code.split("\n\n\n", 1)
@@ -131,9 +133,11 @@ def _fused_operator(input_lines, body, inputs, outputs) -> str:
     )
 
 
-def _kernelbench(graph: Graph, names, shape, torch_dtype: str, body: list[str], outputs: list[str]) -> str:
+def _kernelbench(graph: Graph, names, shape, values: dict[Var, int], torch_dtype: str, body: list[str],
+                 outputs: list[str]) -> str:
     """KernelBench's layout, which its evaluator runs unmodified: `Model(*get_init_inputs())`
-    holds the weights as parameters (created from their shapes, after the evaluator's seed),
+    holds the weights as parameters (created from their shapes, after the evaluator's seed:
+    uniform in torch.nn's bound, or torch.randn for a standard-normal parameter),
     `forward(*get_inputs())` returns the one output (wiring gives this format one sink)."""
     if len(outputs) != 1:
         raise ValueError(f"kernelbench format: a program needs exactly one output, this graph has {len(outputs)}")
@@ -141,7 +145,7 @@ def _kernelbench(graph: Graph, names, shape, torch_dtype: str, body: list[str], 
     activations = [t for t in graph.inputs if not t.is_weight]
     arguments = [f"{names[id(t)]}_shape" for t in weights]
     on_device = ", device=device()"
-    params = [f"self.{names[id(t)]} = nn.Parameter({draw(t, shape(t), torch_dtype, on_device, size=arg)}, "
+    params = [f"self.{names[id(t)]} = nn.Parameter({draw(t, values, torch_dtype, on_device, size=arg)}, "
               "requires_grad=False)" for t, arg in zip(weights, arguments)]
     return (
         "import torch\nimport torch.nn as nn\n\n\n"
@@ -155,7 +159,7 @@ def _kernelbench(graph: Graph, names, shape, torch_dtype: str, body: list[str], 
         f"{_indent(body, 8)}\n"
         f"        return {outputs[0]}\n\n\n"
         "def get_inputs():\n"
-        f"{_indent([input_line(t, names[id(t)], shape(t), torch_dtype, on_device) for t in activations], 4)}\n"
+        f"{_indent([input_line(t, names[id(t)], values, torch_dtype, on_device) for t in activations], 4)}\n"
         f"    return [{', '.join(names[id(t)] for t in activations)}]\n\n\n"
         "def get_init_inputs():\n"
         f"    return [{', '.join(str(shape(t)) for t in weights)}]\n"

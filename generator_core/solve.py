@@ -121,7 +121,7 @@ def build_model(graph: Graph, limits: Limits, min_flops: int, banded: str):
     total_bytes = []
     for t in graph.tensors():
         numel = m.product(list(t.dims))
-        m.add(numel >= MIN_NUMEL)
+        m.add(numel >= t.min_numel)
         m.add(numel <= limits.max_tensor_numel)
         if not t.is_view:
             total_bytes.append(numel * (INDEX_BYTES if t.is_index else DTYPE_BYTES[limits.dtype]))

@@ -29,7 +29,7 @@ VALUE_FACTS = {
     "concentrated": "values in a narrow band away from 0 (Var, Norm, LogSoftmax): clamps saturate",
     "discrete": "few distinct values (ArgMax / ArgMin indices): arg-reductions tie",
     "monotone": "sorted along an axis (CumMax, CumMin): arg-reductions along it are constant",
-    "large": "magnitudes grow with a reduction length (Matmul, Bmm, Conv)",
+    "large": "magnitudes grow with a reduction length (Matmul, Bmm, Linear, Conv)",
     "saturating": "large and of one sign (the max of large values): squashing maps saturate",
     "extreme": "the max or min over an axis: one sign, mostly beyond +-1, so clamps saturate",
     "sparse": "about half the values exactly 0 (ReLU): a min over an axis is 0",
@@ -71,9 +71,14 @@ class Tensor:
     name: str
     dims: tuple[Var, ...]
     is_index: bool = False  # int64 values (ArgMax / ArgMin)
-    is_weight: bool = False  # fresh input owned by one operator (conv weights, matmul rhs)
+    is_weight: bool = False  # a parameter owned by one operator (conv weights and biases, matmul rhs)
     is_input: bool = False  # a graph input (randn or a weight), not computed
-    fan_in_axes: tuple[int, ...] = ()  # a weight's axes whose product is its fan-in (init scale)
+    # A weight's init: the Vars whose product is its fan-in as torch.nn counts it (uniform in
+    # +-1/sqrt(fan_in); a bias names its weight's), or None: standard normal (torch.randn).
+    fan_in: tuple[Var, ...] | None = None
+    # Every tensor holds at least MIN_NUMEL elements, but a bias is one value per channel:
+    # a floor on it would be a floor on the channel count.
+    min_numel: int = MIN_NUMEL
     is_view: bool = False  # shares storage with its source (reshape), costs no bytes
     facts: frozenset[str] = frozenset()  # value facts (see VALUE_FACTS), for wiring
     consumers: list[Any] = field(default_factory=list)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from bench.grading import recheck
 from generator_core import OPERATORS, Sample, generate, grading
+from generator_core.ops.affine import Linear
 from generator_core.ops.conv import Convolution
 from generator_core.ops.linalg import MatrixProduct
 from generator_core.render import PIN_FULL_FLOAT32
@@ -227,16 +228,45 @@ def test_operator_sample_meets_the_contract_when_rechecked(name):
 @pytest.mark.parametrize("name", [n for n, op in OPERATORS.items() if isinstance(op, (Convolution, MatrixProduct))])
 def test_weights_are_drawn_like_torch_nn(name):
     """Weights are uniform in +-1/sqrt(fan_in), fan_in as torch.nn counts it (a conv weight's
-    size(1) x kernel; a matmul operand's K, as nn.Linear's in_features: size(-2) of a (K, N)
-    operand, size(-1) of one stored (N, K) and read transposed)."""
-    sample = level0(name)
-    (weight,) = [t for t in sample.graph["inputs"] if t["weight"]]
-    shape = weight["shape"]
-    transposed = f"{weight['name']}.transpose(-2, -1)" in sample.pytorch
-    fan_in = (torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))[0] if OPERATORS[name].family == "conv"
-              else shape[-1] if transposed else shape[-2])
-    bound = float(f"{1 / math.sqrt(fan_in):.6g}")
-    assert f"{weight['name']} = torch.empty({shape}, dtype=torch.float32).uniform_(-{bound}, {bound})" in sample.pytorch
+    size(1) x kernel, nn.Linear's in_features; a matmul operand's K, as nn.Linear's in_features:
+    size(-2) of a (K, N) operand, size(-1) of one stored (N, K) and read transposed);
+    a bias (Linear's, a convolution's on about half the nodes) takes its weight's bound, as
+    torch.nn's reset_parameters does; all are marked as weights in the graph."""
+    op, with_bias = OPERATORS[name], set()
+    for index in range(8):
+        sample = generate(spec(op_sequence=[name], validate=False), index)
+        inputs = {t["name"]: t for t in sample.graph["inputs"]}
+        weight, *bias = [inputs[n] for n in sample.graph["nodes"][0]["inputs"][1:]]
+        assert weight["weight"] and all(t["weight"] for t in bias)
+        shape = weight["shape"]
+        transposed = f"{weight['name']}.transpose(-2, -1)" in sample.pytorch
+        fan_in = (torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))[0]
+                  if op.family == "conv" or isinstance(op, Linear) else shape[-1] if transposed else shape[-2])
+        bound = float(f"{1 / math.sqrt(fan_in):.6g}")
+        for t in [weight, *bias]:
+            assert f"{t['name']} = torch.empty({t['shape']}, dtype=torch.float32).uniform_(-{bound}, {bound})" \
+                in sample.pytorch
+        assert [t["shape"] for t in bias] in ([], [[sample.output_shapes[0][1 if op.family == "conv" else -1]]])
+        with_bias.add(bool(bias))
+    assert with_bias == ({True, False} if op.family == "conv" else {op.arity == 3})
+
+
+@pytest.mark.parametrize("fmt", ["fused_operator", "kernelbench"])
+def test_bias_add_draws_a_standard_normal_parameter(fmt):
+    """BiasAdd's bias is KernelBench's nn.Parameter(torch.randn(bias_shape)): one value per
+    channel (axis 1), broadcast over the axes after it, a weight of the graph (a constructor
+    shape in KernelBench's format)."""
+    for index in range(3):
+        sample = generate(spec(op_sequence=["BiasAdd"], format=fmt), index)
+        x, bias = sample.graph["inputs"]
+        assert not x["weight"] and bias["weight"]
+        assert bias["shape"] == [x["shape"][1]] + [1] * (len(x["shape"]) - 2)
+        if fmt == "kernelbench":
+            assert (f"self.{bias['name']} = nn.Parameter(torch.randn({bias['name']}_shape, dtype=torch.float32, "
+                    "device=device()), requires_grad=False)") in sample.pytorch
+            assert f"return [{bias['shape']}]" in sample.pytorch
+        else:
+            assert f"{bias['name']} = torch.randn({bias['shape']}, dtype=torch.float32)" in sample.pytorch
 
 
 def test_grading_is_part_of_the_deterministic_bytes():

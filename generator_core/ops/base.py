@@ -6,15 +6,17 @@ asks of the solver (`constrain`), what it costs (`flops`) and how it reads in Py
 operators are a few class attributes. `@register` puts one instance in `OPERATORS`.
 
 FLOPs conventions (the one table; docs/operators.md repeats it with every operator):
-- matmul-like (Matmul, Bmm): 2*M*N*K per batch element.
-- Conv{1,2,3}d: 2 * output numel * Cin/groups * kernel volume.
+- matmul-like (Matmul, Bmm, Linear): 2*M*N*K per batch element (Linear's bias add is not
+  counted: FlopCounterMode's count of aten.addmm leaves it out).
+- Conv{1,2,3}d: 2 * output numel * Cin/groups * kernel volume (a bias add is not counted,
+  as FlopCounterMode does not count it, here or for transposed convolutions).
 - ConvTranspose{1,2,3}d: the dense work, 2 * input numel * Cout/groups * kernel volume.
 - Pools: output numel * kernel volume (one add or compare per window element).
 - Elementwise and activations: `flops_per_element` * output numel (transcendentals count 1).
 - Reductions, scans and norms: `flops_per_element` * input numel.
 - Data movement (Transpose, Triu, Tril, Cat, Stack and the reshape adapter): 0.
 These agree with torch.utils.flop_counter.FlopCounterMode wherever it counts an operator
-(matmul, bmm, convolution, transposed convolution); tests check that.
+(matmul, bmm, linear, convolution, transposed convolution); tests check that.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ ALL_RANKS = (1, 2, 3, 4, 5)
 class Plan:
     """What `Operator.plan` decides at wiring time."""
 
-    inputs: list[Tensor]  # the data input first, then partners and weights
+    inputs: list[Tensor]  # the data input first, then partners and parameters (weights, biases)
     out_dims: tuple[Var, ...]
     params: dict[str, Any] = field(default_factory=dict)  # ints/floats/bools or Vars
     is_index: bool = False
@@ -55,7 +57,7 @@ class RenderContext:
 class Operator:
     name: ClassVar[str]
     family: ClassVar[str]
-    arity: ClassVar[int] = 1  # tensors it reads, a conv's weight or a matmul's right operand included
+    arity: ClassVar[int] = 1  # most tensors it reads, parameters (a conv's weight and bias) included
     input_ranks: ClassVar[tuple[int, ...]] = ALL_RANKS
     flops_per_element: ClassVar[int] = 1
     flops_formula: ClassVar[str] = "flops_per_element * output numel"  # for the catalogue

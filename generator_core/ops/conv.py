@@ -2,7 +2,8 @@
 
 Stride, padding, dilation, groups (and output_padding) are solver Vars; their drawn hints
 make padding 0, dilation > 1 and groups > 1 all common. Kernels are square (one
-kernel_size for every spatial axis); the weight is a fresh input of the program.
+kernel_size for every spatial axis); the weight, and on half the nodes a (Cout,) bias, are
+parameters of the program, initialised as torch.nn's Conv modules do.
 """
 from __future__ import annotations
 
@@ -50,14 +51,17 @@ def constrain_window_output(m, length, out, p) -> None:
 
 
 MIN_TRANSPOSED_IN_PER_GROUP = 8
+# Chance that a convolution has a bias: torch.nn's modules default to bias=True (KernelBench's
+# level-2 problems keep it), its level-1 convolution problems pass bias=False; both are common.
+BIAS_P = 0.5
 
 
 class Convolution(Operator):
     """What a convolution and a transposed convolution share: an (N, Cin, *spatial) input, a
-    fresh weight, solved window parameters and channels split into groups."""
+    weight, maybe a bias, solved window parameters and channels split into groups."""
 
     family = "conv"
-    arity = 2  # input and weight
+    arity = 3  # input, weight and (on half the nodes) bias
     n: ClassVar[int]
     makes_facts = frozenset({"large"})
     # ArgMax / ArgMin indices (few, capped for ties) cannot carry a FLOPs window: a
@@ -79,9 +83,16 @@ class Convolution(Operator):
         p["in_per_group"] = b.dim()
         p["out_per_group"] = b.dim()
         c_out = b.dim()
-        weight = b.fresh_input(self.weight_dims(b, c_in, c_out, p), fan_in_axes=tuple(range(1, self.n + 2)))
+        dims = self.weight_dims(b, c_in, c_out, p)
+        weight = b.parameter(dims, fan_in=dims[1:])  # torch's fan-in: weight.size(1) * kernel volume
         out_spatial = tuple(b.derived_dim() for _ in range(self.n))
-        return Plan(inputs=[x, weight], out_dims=(batch, c_out) + out_spatial, params=p)
+        inputs = [x, weight]
+        # Drawn after everything else, so a node's other draws do not depend on it. The bias
+        # takes its weight's bound, as torch.nn's reset_parameters does; FLOPs do not count its
+        # add (FlopCounterMode does not).
+        if b.rng.random() < BIAS_P:
+            inputs.append(b.parameter((c_out,), fan_in=dims[1:], min_numel=1))
+        return Plan(inputs=inputs, out_dims=(batch, c_out) + out_spatial, params=p)
 
     def weight_dims(self, b, c_in, c_out, p) -> tuple:
         """The weight's shape (may draw more parameters into `p`)."""
@@ -103,8 +114,8 @@ class Convolution(Operator):
         return 2 * 32
 
     def render_call(self, r, fn: str, extra: str = "") -> str:
-        p = r.params
-        return (f"{F}.{fn}({r.args[0]}, {r.args[1]}, stride={p['stride']}, padding={p['padding']}"
+        p = r.params  # the bias, when there is one, is the third positional argument
+        return (f"{F}.{fn}({', '.join(r.args)}, stride={p['stride']}, padding={p['padding']}"
                 f"{extra}, dilation={p['dilation']}, groups={p['groups']})")
 
 
@@ -159,44 +170,47 @@ class ConvTranspose(Convolution):
 
 @register
 class Conv1d(Conv):
-    description = ("Conv1d: 1-D convolution of an (N, Cin, L) input with a fresh weight; kernel_size, stride, "
-                   "padding, dilation, groups and the output channels are solved (F.conv1d)")
+    description = ("Conv1d: 1-D convolution of an (N, Cin, L) input with a weight and, on half the nodes, a "
+                   "(Cout,) bias; kernel_size, stride, padding, dilation, groups and the output channels are solved "
+                   "(F.conv1d)")
     n = 1
 
 
 @register
 class Conv2d(Conv):
-    description = ("Conv2d: 2-D convolution of an (N, Cin, H, W) input with a fresh weight; kernel_size, stride, "
-                   "padding, dilation, groups and the output channels are solved (F.conv2d)")
+    description = ("Conv2d: 2-D convolution of an (N, Cin, H, W) input with a weight and, on half the nodes, a "
+                   "(Cout,) bias; kernel_size, stride, padding, dilation, groups and the output channels are solved "
+                   "(F.conv2d)")
     n = 2
 
 
 @register
 class Conv3d(Conv):
-    description = ("Conv3d: 3-D convolution of an (N, Cin, D, H, W) input with a fresh weight; kernel_size, "
-                   "stride, padding, dilation, groups and the output channels are solved (F.conv3d)")
+    description = ("Conv3d: 3-D convolution of an (N, Cin, D, H, W) input with a weight and, on half the nodes, a "
+                   "(Cout,) bias; kernel_size, stride, padding, dilation, groups and the output channels are solved "
+                   "(F.conv3d)")
     n = 3
 
 
 @register
 class ConvTranspose1d(ConvTranspose):
-    description = ("ConvTranspose1d: 1-D transposed convolution of an (N, Cin, L) input with a fresh weight; "
-                   "kernel_size, stride, padding, output_padding, dilation, groups and the output channels are "
-                   "solved (F.conv_transpose1d)")
+    description = ("ConvTranspose1d: 1-D transposed convolution of an (N, Cin, L) input with a weight and, on half "
+                   "the nodes, a (Cout,) bias; kernel_size, stride, padding, output_padding, dilation, groups and the "
+                   "output channels are solved (F.conv_transpose1d)")
     n = 1
 
 
 @register
 class ConvTranspose2d(ConvTranspose):
-    description = ("ConvTranspose2d: 2-D transposed convolution of an (N, Cin, H, W) input with a fresh weight; "
-                   "kernel_size, stride, padding, output_padding, dilation, groups and the output channels are "
-                   "solved (F.conv_transpose2d)")
+    description = ("ConvTranspose2d: 2-D transposed convolution of an (N, Cin, H, W) input with a weight and, on "
+                   "half the nodes, a (Cout,) bias; kernel_size, stride, padding, output_padding, dilation, groups "
+                   "and the output channels are solved (F.conv_transpose2d)")
     n = 2
 
 
 @register
 class ConvTranspose3d(ConvTranspose):
-    description = ("ConvTranspose3d: 3-D transposed convolution of an (N, Cin, D, H, W) input with a fresh weight; "
-                   "kernel_size, stride, padding, output_padding, dilation, groups and the output channels are "
-                   "solved (F.conv_transpose3d)")
+    description = ("ConvTranspose3d: 3-D transposed convolution of an (N, Cin, D, H, W) input with a weight and, "
+                   "on half the nodes, a (Cout,) bias; kernel_size, stride, padding, output_padding, dilation, "
+                   "groups and the output channels are solved (F.conv_transpose3d)")
     n = 3

@@ -115,3 +115,28 @@ class AddScalar(Scalar):
     def render(self, r: RenderContext) -> str:
         c = r.params["c"]
         return f"{r.args[0]} - {-c}" if c < 0 else f"{r.args[0]} + {c}"
+
+
+@register
+class BiasAdd(Operator):
+    description = ("BiasAdd: x + bias, a standard-normal parameter of one value per channel (axis 1) shaped "
+                   "(C, 1, ..., 1), or (C,) for a rank-2 input, as KernelBench's nn.Parameter(torch.randn(bias_shape)) "
+                   "(torch.add as x + bias)")
+    family = "elementwise"
+    arity = 2  # input and bias
+    input_ranks = (2, 3, 4, 5)
+    # Each channel is shifted by its own amount: signs, ties and the order across channels all
+    # change (an ArgMax over axis 1 picks others), so no fact of the input is kept.
+    keeps_facts = False
+
+    def accepts(self, x):  # one channel would make the bias a scalar
+        return x.rank in self.input_ranks and x.dims[1].hi > 1
+
+    def plan(self, b, x, want_ranks):
+        x.dims[1].require_at_least(2)
+        ones = tuple(b.fixed(1) for _ in range(x.rank - 2))  # broadcast over the axes after the channels
+        bias = b.parameter((x.dims[1],) + ones, min_numel=1)
+        return Plan(inputs=[x, bias], out_dims=x.dims)
+
+    def render(self, r: RenderContext) -> str:
+        return f"{r.args[0]} + {r.args[1]}"

@@ -37,8 +37,8 @@ class MatrixProduct(Operator):
     def plan(self, b, x, want_ranks):
         m, k = (x.dims[-1], x.dims[-2]) if self.transpose_a else (x.dims[-2], x.dims[-1])
         n = self.n_dim(b)
-        rhs_dims, fan_in = ((n, k), (-1,)) if self.transpose_b else ((k, n), (-2,))
-        rhs = b.fresh_input(self.rhs_batch(b, x) + rhs_dims, fan_in_axes=fan_in)
+        rhs_dims = (n, k) if self.transpose_b else (k, n)
+        rhs = b.parameter(self.rhs_batch(b, x) + rhs_dims, fan_in=(k,))
         return Plan(inputs=[x, rhs], out_dims=x.dims[:-2] + (m, n))
 
     def flops(self, node):
