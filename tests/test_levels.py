@@ -25,7 +25,7 @@ def catalogue_nodes(sample) -> list[dict]:
 
 @pytest.mark.parametrize("index", [0, 7, 60, 61, 130])
 def test_level0_cycles_the_pool(index):
-    """Level 0 index i uses pool[i % 61]."""
+    """Level 0 index i uses pool[i % n]."""
     s = generate(spec(level=0, validate=False), index)
     assert s.ops == [POOL[index % N]] and [n["op"] for n in catalogue_nodes(s)] == s.ops
 
