@@ -27,4 +27,4 @@ def get_inputs():
 
 
 def get_init_inputs():
-    return [[32, 128, 3, 3], [1, 32, 1, 7]]
+    return [[32, 128, 3, 3], [1, 32]]
