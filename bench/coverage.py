@@ -120,7 +120,7 @@ def level1_pairs(seed: int, window: str, pool: list[str]) -> dict:
             "first80_distinct_first": len(first80)}
 
 
-def kernelbench_share(fmt: str) -> dict:
+def kernelbench_share(fmt: str, device: str = "cpu") -> dict:
     """Per level, the share of problems whose chain validates inside the small window."""
     report = {}
     for level, table in (("1", LEVEL1), ("2", LEVEL2)):
@@ -128,7 +128,7 @@ def kernelbench_share(fmt: str) -> dict:
         for name, chain in table.items():
             spec = GenerationSpec(op_sequence=list(chain), format=fmt, **WINDOWS["small"])
             try:
-                if generate(spec, 0).flops_window_relaxed:
+                if generate(spec, 0, device=device).flops_window_relaxed:
                     failed[name] = "outside the window"
             except GenerationError as exc:
                 failed[name] = str(exc)[-300:]
@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="count the operators of solved samples (slow: CP-SAT per index) instead of first draws")
     p.add_argument("--kernelbench", choices=["fused_operator", "kernelbench"],
                    help="also validate every KernelBench problem's chain in this format (slow)")
+    p.add_argument("--device", default="cpu", help="where --kernelbench validates (cpu, cuda)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
 
@@ -178,10 +179,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{l1['n2']} indices; first 80 indices: {l1['first80_distinct_first']} distinct first operators, "
               f"{l1['first80_commonest_first_count']} start with {l1['first80_commonest_first']}")
     if args.kernelbench:
-        report["kernelbench"] = kernelbench_share(args.kernelbench)
+        report["kernelbench"] = kernelbench_share(args.kernelbench, args.device)
         for level, r in report["kernelbench"].items():
-            print(f"KernelBench level {level} ({args.kernelbench}): {r['validated']} of {r['problems']} chains "
-                  f"validate inside 2**16..2**22 ({r['share']:.0%})"
+            print(f"KernelBench level {level} ({args.kernelbench}, {args.device}): {r['validated']} of "
+                  f"{r['problems']} chains validate inside 2**16..2**22 ({r['share']:.0%})"
                   + "".join(f"\n  {name}: {why}" for name, why in r["failed"].items()))
     out = args.out or RESULTS / f"coverage-{report['date']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
