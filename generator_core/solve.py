@@ -165,9 +165,11 @@ def _solution(m: ShapeModel, solver, graph: Graph, min_flops: int, relaxed: bool
 
 def solve_graph(graph: Graph, limits: Limits, seed: int, may_relax: bool = True) -> Solution | None:
     """Stages: feasibility inside the drawn bands of every Var, then with no bands (hints
-    kept). If `may_relax` (the caller's later tries), the original's fallback follows: min_flops is halved until a solution meets it (the
-    sample is flagged relaxed). None means: rewire and try again (a fresh wiring is usually
-    easier than more search)."""
+    kept). If `may_relax` (the caller's later tries, or operators that cannot reach the
+    floor in any wiring), the original's fallback follows: min_flops is halved until a
+    solution meets it (the sample is flagged relaxed). None means: rewire and try again (a
+    fresh wiring is usually easier than more search, and a floor one wiring cannot reach
+    another often can)."""
     terms = flops_terms(graph)
     if not all(terms):
         # Transpose, Cat, Tril... do no arithmetic, so the window cannot size their tensors,

@@ -35,9 +35,11 @@ def test_every_spatial_rank_occurs(conv_nodes):
 
 
 def test_conv_params_are_consistent_with_shapes(conv_nodes):
-    """Each conv's channels split evenly into its groups, and its weight has the kernel on every axis."""
+    """Each conv's channels split evenly into its groups, its weight has the kernel on every
+    axis, and its bias, when it has one, a value per output channel."""
     for node, shapes in conv_nodes:
         p = node["params"]
-        x, w = (shapes[name] for name in node["inputs"])
+        x, w, *bias = (shapes[name] for name in node["inputs"])
         assert x[1] == p["groups"] * p["in_per_group"] and node["shape"][1] == p["groups"] * p["out_per_group"]
         assert w[2:] == [p["kernel_size"]] * (len(x) - 2)
+        assert bias in ([], [[node["shape"][1]]])
