@@ -59,7 +59,7 @@ def combination(spec: GenerationSpec, index: int, attempt: int = 0) -> list[Oper
             # A carrier the rest of the program starves (a pool before an ArgMin) is
             # redrawn alone, so that the other slots keep their shares.
             for _ in range(len(carriers)):
-                if reachable_estimate(ops, spec) >= REACH_HEADROOM * spec.min_flops:
+                if reaches_floor(ops, spec):
                     break
                 ops[anchor_slot] = OPERATORS[rng.choice(carriers)]
         if sum(op.min_flops() for op in ops) > spec.max_flops:
@@ -67,7 +67,7 @@ def combination(spec: GenerationSpec, index: int, attempt: int = 0) -> list[Oper
         if spec.single_output and not single_output_wireable(ops, spec.dtype):
             continue
         fallback = fallback or ops
-        if reachable_estimate(ops, spec) >= REACH_HEADROOM * spec.min_flops:
+        if reaches_floor(ops, spec):
             return ops
     # No draw reaches the floor (e.g. a pool of cheap operators): keep one that fits the
     # ceiling; solving will relax the floor and flag it.
@@ -130,6 +130,11 @@ def reachable_estimate(ops: list[Operator], spec: GenerationSpec) -> int:
     if any(op.index_output for op in ops):
         per_tensor = min(per_tensor, MAX_INDEX_SLICES[spec.dtype] * MAX_DIM)
     return sum(_reach(op, per_tensor) for op in ops)
+
+
+def reaches_floor(ops: list[Operator], spec: GenerationSpec) -> bool:
+    """Can these operators reach the window's floor comfortably (REACH_HEADROOM)?"""
+    return reachable_estimate(ops, spec) >= REACH_HEADROOM * spec.min_flops
 
 
 def level1_pair(spec: GenerationSpec, pool: list[Operator], index: int) -> list[Operator]:

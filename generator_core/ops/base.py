@@ -155,6 +155,20 @@ def choose_axis(b: Builder, x: Tensor, min_size: int = 2, axes: list[int] | None
     return axis
 
 
+def reduce_axis(b: Builder, x: Tensor, axis: int, want_ranks: set[int] | None,
+                keeps: tuple[bool, ...] = (False, True)) -> tuple[bool, tuple[Var, ...]]:
+    """(keepdim, output dims) of reducing `axis` of `x`: keepdim drawn among `keeps`,
+    preferring an output rank the next operator takes; a kept axis is pinned to 1."""
+    options = [k for k in keeps if not want_ranks or (x.rank if k else x.rank - 1) in want_ranks]
+    keepdim = b.rng.choice(options or list(keeps))
+    dims = list(x.dims)
+    if keepdim:
+        dims[axis] = b.fixed(1)
+    else:
+        del dims[axis]
+    return keepdim, tuple(dims)
+
+
 def has_free_axis(x: Tensor, axes: range | list[int]) -> bool:
     return any(x.dims[a].hi > 1 for a in axes)
 

@@ -72,8 +72,9 @@ class Bmm(MatrixProduct):
     fn = "bmm"
 
 
-class TransposedProduct(MatrixProduct):
-    """A transposed variant: rank 2-4 input, one fresh 2D operand broadcast over the batch."""
+class BroadcastProduct(MatrixProduct):
+    """A rank 2-4 input times one fresh 2D operand broadcast over its batch axes (the
+    transposed variants and the matrix-vector product)."""
 
     input_ranks = (2, 3, 4)
 
@@ -82,28 +83,28 @@ class TransposedProduct(MatrixProduct):
 
 
 @register
-class MatmulTransposedA(TransposedProduct):
+class MatmulTransposedA(BroadcastProduct):
     description = ("MatmulTransposedA: x.transpose(-2, -1) @ w for an input x stored (..., K, M) and a fresh "
                    "(K, N) operand w; output (..., M, N), N solved (torch.matmul)")
     transpose_a = True
 
 
 @register
-class MatmulTransposedB(TransposedProduct):
+class MatmulTransposedB(BroadcastProduct):
     description = ("MatmulTransposedB: x @ w.transpose(-2, -1) for an input x (..., M, K) and a fresh operand w "
                    "stored (N, K), as nn.Linear's weight; output (..., M, N), N solved (torch.matmul)")
     transpose_b = True
 
 
 @register
-class MatmulTransposedAB(TransposedProduct):
+class MatmulTransposedAB(BroadcastProduct):
     description = ("MatmulTransposedAB: x.transpose(-2, -1) @ w.transpose(-2, -1) for an input x stored "
                    "(..., K, M) and a fresh operand w stored (N, K); output (..., M, N), N solved (torch.matmul)")
     transpose_a = transpose_b = True
 
 
 @register
-class Matvec(TransposedProduct):
+class Matvec(BroadcastProduct):
     description = ("Matvec: the matrix-vector product of a rank 2-4 input (..., M, K) with a fresh (K, 1) "
                    "operand; output (..., M, 1) (torch.matmul)")
     # 2*M*K FLOPs for M*K elements of x, the largest tensor it touches: it reads each once,

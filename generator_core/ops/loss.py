@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from generator_core.ops.base import F, InputCosted, Plan, RenderContext, choose_axis, register
+from generator_core.ops.base import F, InputCosted, Plan, RenderContext, choose_axis, reduce_axis, register
 
 
 class Loss(InputCosted):
@@ -47,21 +47,14 @@ class Loss(InputCosted):
     def plan(self, builder, x, want_ranks):  # not `b`, which names the targets in `call`
         fixed = self._axis(x.rank)
         axis = choose_axis(builder, x, axes=None if fixed is None else [fixed])
-        keeps = (False, True) if self.keepdim_drawn else (False,)
-        options = [k for k in keeps if not want_ranks or (x.rank if k else x.rank - 1) in want_ranks]
-        keepdim = builder.rng.choice(options or list(keeps))
-        dims = list(x.dims)
-        if keepdim:
-            dims[axis] = builder.fixed(1)
-        else:
-            del dims[axis]
+        keepdim, dims = reduce_axis(builder, x, axis, want_ranks, (False, True) if self.keepdim_drawn else (False,))
         # Targets are fresh graph inputs, never a reused tensor (as elementwise partners may
         # be): a loss of x against a tensor it was computed from is about 0 when the path
         # between them is about the identity (LayerNorm of randn: 10 of 18 attempts of
         # LayerNorm then MSELoss rejected as removable or zeros), and two reused targets of a
         # triplet loss can be one tensor, d(a, p) = d(a, n), a constant.
         targets = [builder.fresh_input(x.dims) for _ in range(self.arity - 1)]
-        return Plan(inputs=[x, *targets], out_dims=tuple(dims), params={"dim": axis, "keepdim": keepdim})
+        return Plan(inputs=[x, *targets], out_dims=dims, params={"dim": axis, "keepdim": keepdim})
 
     def constrain(self, node, m):
         if self.max_axis is not None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from generator_core.ops.base import InputCosted, Plan, RenderContext, choose_axis, register
+from generator_core.ops.base import InputCosted, Plan, RenderContext, choose_axis, reduce_axis, register
 
 
 class Reduction(InputCosted):
@@ -20,14 +20,8 @@ class Reduction(InputCosted):
 
     def plan(self, b, x, want_ranks):
         axis = choose_axis(b, x)
-        options = [k for k in (False, True) if not want_ranks or (x.rank if k else x.rank - 1) in want_ranks]
-        keepdim = b.rng.choice(options or [False, True])
-        dims = list(x.dims)
-        if keepdim:
-            dims[axis] = b.fixed(1)
-        else:
-            del dims[axis]
-        return Plan(inputs=[x], out_dims=tuple(dims), params={"dim": axis, "keepdim": keepdim},
+        keepdim, dims = reduce_axis(b, x, axis, want_ranks)
+        return Plan(inputs=[x], out_dims=dims, params={"dim": axis, "keepdim": keepdim},
                     is_index=self.index_output)
 
     def render(self, r: RenderContext) -> str:
